@@ -19,7 +19,10 @@
 #   --no-callgrind  skip the callgrind section
 #   --peers-only    do not build or require poolmalloc; ratios are then to glibc
 #   --no-build      use the existing target/release/libpoolmalloc.so (no cargo build)
+#   --write-md      write BENCHMARKS.md, the chart and scripts/bench/results/ even when the run
+#                   is not a full one (quick, subset, peers only)
 #   --list          print the benchmark names and exit
+# Environment: POOLMALLOC_SO=path measures that library as poolmalloc (with --no-build).
 # Exit status: 0 when every benchmark passed under every allocator, 1 otherwise.
 # The last line is "N passed, M failed" (benchmark x allocator runs).
 set -uo pipefail
@@ -30,7 +33,7 @@ BUILD=$SRC/build
 VENV=$ROOT/scripts/.venv
 CMDLINE="scripts/bench.sh${*:+ $*}"
 
-QUICK=0 ROUNDS="" ONLY="" CALLGRIND=1 CG_ONLY=0 PEERS_ONLY=0 NO_BUILD=0 LIST=0
+QUICK=0 ROUNDS="" ONLY="" CALLGRIND=1 CG_ONLY=0 PEERS_ONLY=0 NO_BUILD=0 LIST=0 WRITE_MD=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --no-callgrind) CALLGRIND=0 ;;
         --peers-only) PEERS_ONLY=1 ;;
         --no-build) NO_BUILD=1 ;;
+        --write-md) WRITE_MD=1 ;;
         --list) LIST=1 ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench.sh: unknown option '$1' (try --help)" >&2; exit 64 ;;
@@ -58,7 +62,7 @@ case "$ROUNDS" in ''|*[!0-9]*|0) echo "bench.sh: --rounds needs a positive numbe
 # The number in a name is the thread count. Full-mode sizes aim at 0.2 - 2 s per run.
 BENCHMARKS=(
     "pairs-small|pairs 16 1024 5000000|pairs 16 1024 50000"
-    "pairs-large|pairs 2048 1048576 3000000|pairs 2048 1048576 30000"
+    "pairs-large|pairs 2048 1048576 8000000|pairs 2048 1048576 30000"
     "lifo|batch lifo 16 1024 1000 4000|batch lifo 16 1024 1000 50"
     "fifo|batch fifo 16 1024 1000 4000|batch fifo 16 1024 1000 50"
     "larson-1|larson 1 4 3000000 1000|larson 1 2 40000 500"
@@ -136,7 +140,7 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # poolmalloc
-PM_SO=$ROOT/target/release/libpoolmalloc.so
+PM_SO=${POOLMALLOC_SO:-$ROOT/target/release/libpoolmalloc.so} # override: test another build
 exports_malloc() { [ -f "$1" ] && nm -D --defined-only "$1" 2>/dev/null | grep -qw malloc; }
 ALLOCS=(glibc jemalloc tcmalloc mimalloc)
 if [ $PEERS_ONLY = 1 ]; then
@@ -199,6 +203,7 @@ run_one() { # bench alloc round cmd...
         [ "$status" -gt 128 ] 2>/dev/null && [ "$status" -lt 998 ] && why="killed by signal $((status - 128))"
         [ "$status" = 124 ] && why="timed out after ${TIMEOUT}s"
         [ "$status" = 998 ] && why="no 'RESULT OK' line"
+        printf '\n' >&2
         log "FAIL $bench under $alloc (round $round): $why; last lines of stderr:"
         tail -n 5 "$tag.err" | sed 's/^/[bench]     /' >&2
     fi
@@ -228,7 +233,7 @@ if selected callgrind; then
         mkdir -p "$d"
         log "callgrind under $a (N=$CG_N)"
         if [ "${LIB[$a]}" = - ]; then pre=(env -u LD_PRELOAD); else pre=(env "LD_PRELOAD=${LIB[$a]}"); fi
-        if ! timeout 600 "${pre[@]}" valgrind --tool=callgrind --toggle-collect=measured \
+        if ! timeout $((QUICK ? 120 : 600)) "${pre[@]}" valgrind --tool=callgrind --toggle-collect=measured \
                 --dump-after=measured --callgrind-out-file="$d/cg.out" \
                 "$BUILD/cgloop" "$CG_N" >"$d/labels" 2>"$d/valgrind.log" ||
            ! grep -q '^RESULT OK' "$d/labels"; then
@@ -256,7 +261,7 @@ fi
 # Report: table on stdout, markdown, chart.
 FULL_SET=0
 if [ $QUICK = 0 ] && [ -z "$ONLY" ] && [ $CG_ONLY = 0 ] && [ $CALLGRIND = 1 ] && [ $PEERS_ONLY = 0 ]; then FULL_SET=1; fi
-if [ $FULL_SET = 1 ]; then
+if [ $FULL_SET = 1 ] || [ $WRITE_MD = 1 ]; then
     MD=$ROOT/BENCHMARKS.md PNG=$SRC/ratios.png DATA=$SRC/results
 else
     MD=$BUILD/report/BENCHMARKS.md PNG=$BUILD/report/ratios.png DATA=$BUILD/report/results

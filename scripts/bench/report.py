@@ -141,11 +141,17 @@ def build_tables(runs, order, cg, cg_order, allocs, ref):
                     if v / refv < 0.95:
                         behind.append((v / refv, b, label, a, refv / v))
             rows.append(row)
+        if what == "wall":
+            for row, b in zip(rows, order):
+                spreads = [(max(r["wall"]) - min(r["wall"])) / med(r["wall"])
+                           for r in (runs.get((b, a)) for a in allocs)
+                           if r and not r["fail"] and len(r["wall"]) > 1 and med(r["wall"])]
+                row.append("%.0f%%" % (100 * max(spreads)) if spreads else "-")
         if len(order) > 1:
             rows.append(["geometric mean of ratios"] + [
                 "" if a == ref else ("-" if geomean(ratios[a]) is None else "%.2f" % geomean(ratios[a]))
-                for a in allocs])
-        tables.append((title, ["benchmark"] + allocs, rows, what))
+                for a in allocs] + ([""] if what == "wall" else []))
+        tables.append((title, ["benchmark"] + allocs + (["spread"] if what == "wall" else []), rows, what))
     # extra metrics (frag)
     metric_names = []
     for (b, a), r in runs.items():
@@ -297,6 +303,8 @@ def main():
     L.append("")
     L.append("Wall time and peak RSS (`ru_maxrss`) are medians over the rounds, measured by "
              "`scripts/bench/runner.c` around the whole process. " + ratio_note)
+    L.append("spread: the largest (max - min) / median of the rounds' wall times among the allocators, "
+             "a rough measure of the noise on this shared machine.")
     L.append("The number at the end of a benchmark's name is its thread count (the machine has %s cores)."
              % meta.get("nproc", "?"))
     for title, header, rows, what in tables:
