@@ -1,0 +1,141 @@
+/* rss_release.c - proves that memory freed by the program goes back to the operating system:
+ * allocate ~200 MiB in mixed small (<= 512 B), medium (<= 128 KiB) and large (<= 4 MiB) blocks,
+ * touch every byte, free everything in random order and check that the resident set size falls
+ * back near the baseline; then repeat followed by malloc_trim(0) and check a tighter bound.
+ *
+ * Expectations per mode (POOLMALLOC_TEST_STRICT=1 is set by scripts/c-tests.sh for poolmalloc):
+ *   always  - the touched allocation really raised RSS by >= 90% of the bytes (the measurement
+ *             works), malloc_trim(0) returns 0 or 1, and after free + malloc_trim(0) RSS is
+ *             <= baseline + 3% of what was allocated (glibc's trim meets this too);
+ *   strict  - also without any help: RSS after freeing <= baseline + 10% of what was allocated;
+ *   system  - glibc keeps freed heap memory that is not at the top of the heap until trimmed, so
+ *             the no-trim bound is measured and reported but not asserted. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+#define MAXBLOCKS 1000000
+#define TOTAL MiB(200)
+
+static void *blocks[MAXBLOCKS];
+
+/* Fills blocks[] with ~TOTAL bytes: a third small, a third medium, a third large, interleaved so
+ * that small blocks sit between medium ones.  Returns the number of blocks. */
+static size_t allocate_all(uint64_t *rng, size_t *bytes)
+{
+    size_t budget[3] = {TOTAL / 3, TOTAL / 3, TOTAL - 2 * (TOTAL / 3)};
+    size_t nb = 0;
+    *bytes = 0;
+    while (budget[0] || budget[1] || budget[2]) {
+        int cls = (int)(rng_next(rng) % 64);
+        cls = cls < 60 ? 0 : cls < 63 ? 1 : 2; /* by count: mostly small */
+        if (budget[cls] == 0)
+            continue;
+        size_t n = cls == 0 ? rng_logsize(rng, 16, 512)
+                 : cls == 1 ? rng_logsize(rng, 513, 128 << 10)
+                            : rng_logsize(rng, (128 << 10) + 1, 4 << 20);
+        if (n > budget[cls])
+            n = budget[cls];
+        budget[cls] -= n;
+        CHECK(nb < MAXBLOCKS, "too many blocks");
+        unsigned char *p = malloc(n);
+        CHECK(p != NULL, "malloc(%zu) failed", n);
+        memset(p, 0x6B, n); /* touch every page */
+        blocks[nb++] = p;
+        *bytes += n;
+    }
+    return nb;
+}
+
+static void free_all_shuffled(uint64_t *rng, size_t nb)
+{
+    for (size_t i = nb - 1; i > 0; i--) {
+        size_t j = (size_t)(rng_next(rng) % (i + 1));
+        void *t = blocks[i];
+        blocks[i] = blocks[j];
+        blocks[j] = t;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        free(blocks[i]);
+        blocks[i] = NULL;
+    }
+}
+
+static double mib(long long b)
+{
+    return (double)b / 1048576.0;
+}
+
+int main(void)
+{
+    require_allocator_active();
+    int strict = strict_mode();
+    uint64_t rng = rng_seed(4242);
+    memset(blocks, 0, sizeof blocks); /* the table's own pages count in the baseline */
+    /* warm the allocator and stdio up, so their fixed setup is in the baseline too */
+    free(malloc(100));
+    printf("rss_release: mode %s%s\n", test_mode(), strict ? " (strict)" : "");
+    fflush(stdout);
+    size_t baseline = rss_bytes();
+    int failures = 0;
+
+    /* Phase 1: no help from the program. */
+    size_t bytes = 0;
+    size_t nb = allocate_all(&rng, &bytes);
+    size_t peak = rss_bytes();
+    CHECK(peak >= baseline + bytes / 10 * 9,
+          "RSS rose only %.1f MiB for %.1f MiB of touched blocks: measurement broken",
+          mib((long long)peak - (long long)baseline), mib((long long)bytes));
+    free_all_shuffled(&rng, nb);
+    size_t after = rss_bytes();
+    /* 10%: an allocator may keep some freed memory cached for reuse (partly used pools, a free
+     * arena or two per size class, recently freed large spans), but the bulk of what the program
+     * gave back must reach the OS without being asked. */
+    size_t limit1 = baseline + bytes / 10;
+    int ok1 = after <= limit1;
+    printf("rss_release: phase 1 (no trim): %zu blocks, %.1f MiB; RSS baseline %.1f, peak %.1f, "
+           "after free %.1f MiB (limit %.1f) %s\n",
+           nb, mib((long long)bytes), mib((long long)baseline), mib((long long)peak),
+           mib((long long)after), mib((long long)limit1),
+           ok1 ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)");
+    if (!ok1 && strict) {
+        fprintf(stderr, "rss_release: FAIL: RSS after freeing everything is %.1f MiB above the "
+                        "baseline, limit is 10%% of %.1f MiB\n",
+                mib((long long)after - (long long)baseline), mib((long long)bytes));
+        failures++;
+    }
+
+    /* Phase 2: same again, then malloc_trim(0). */
+    nb = allocate_all(&rng, &bytes);
+    peak = rss_bytes();
+    CHECK(peak >= baseline + bytes / 10 * 9, "RSS rose only %.1f MiB in phase 2",
+          mib((long long)peak - (long long)baseline));
+    free_all_shuffled(&rng, nb);
+    int r = malloc_trim(0);
+    CHECK(r == 0 || r == 1, "malloc_trim(0) returned %d", r);
+    size_t trimmed = rss_bytes();
+    /* 3%: after an explicit trim only metadata and partially used pages may remain. */
+    size_t limit2 = baseline + bytes * 3 / 100;
+    int ok2 = trimmed <= limit2;
+    printf("rss_release: phase 2 (malloc_trim(0) = %d): peak %.1f, after trim %.1f MiB (limit "
+           "%.1f) %s\n",
+           r, mib((long long)peak), mib((long long)trimmed), mib((long long)limit2),
+           ok2 ? "within" : "EXCEEDED");
+    if (!ok2) {
+        fprintf(stderr, "rss_release: FAIL: RSS after free + malloc_trim(0) is %.1f MiB above "
+                        "the baseline, limit is 3%% of %.1f MiB\n",
+                mib((long long)trimmed - (long long)baseline), mib((long long)bytes));
+        failures++;
+    }
+    if (failures)
+        return 1;
+    printf("rss_release: ok\n");
+    return 0;
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Builds and runs the C/C++ test suite in c-tests/ against the allocator.
+#
+# usage: scripts/c-tests.sh [LIB | none | --system]
+#
+#   LIB        path of the shared library to test (default: target/release/libpoolmalloc.so
+#              under the repository root; a relative path is taken from the current directory).
+#              The environment variable LIB is used when no argument is given.
+#              Every test runs twice: under LD_PRELOAD=LIB ("preload") and linked directly
+#              against LIB with -L<dir> -l<name> -Wl,-rpath,<dir> ("direct"), both with
+#              POOLMALLOC_TEST_STRICT=1 so the poolmalloc-specific expectations are asserted.
+#   none, --system
+#              run the plain builds against glibc's malloc (no preload, no direct link), to
+#              validate the tests themselves; strict-only expectations are not asserted.
+#
+# Binaries go to c-tests/build/ (gitignored), logs to c-tests/build/logs/.  Prints one line per
+# run ("ok   name (mode)" / "FAIL name (mode)", failures followed by the end of their output) and
+# finally "N passed, M failed"; exits 1 if anything failed, 2 on a usage/setup error.
+set -u
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CT="$ROOT/c-tests"
+BUILD="$CT/build"
+LOGS="$BUILD/logs"
+TIMEOUT=120
+CC="${CC:-gcc}"
+CXX="${CXX:-g++}"
+CFLAGS="-O2 -g -Wall -Wextra -Werror -pthread"
+
+arg="${1:-${LIB:-}}"
+case "$arg" in
+    -h | --help)
+        sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    none | --system)
+        SYSTEM=1
+        LIBPATH=""
+        ;;
+    "")
+        SYSTEM=0
+        LIBPATH="$ROOT/target/release/libpoolmalloc.so"
+        ;;
+    *)
+        SYSTEM=0
+        LIBPATH="$arg"
+        ;;
+esac
+
+if [ "$SYSTEM" = 0 ]; then
+    if [ ! -f "$LIBPATH" ]; then
+        echo "c-tests: library $LIBPATH not found (build it with cargo build --release, or pass" \
+            "--system to test against glibc)" >&2
+        exit 2
+    fi
+    LIBDIR="$(cd "$(dirname "$LIBPATH")" && pwd)"
+    LIBFILE="$(basename "$LIBPATH")"
+    LIBPATH="$LIBDIR/$LIBFILE"
+    if ! nm -D --defined-only "$LIBPATH" 2>/dev/null | grep -qE ' T malloc$'; then
+        echo "c-tests: $LIBPATH does not export malloc" >&2
+        exit 2
+    fi
+    # -l<name> needs lib<name>.so; any other file name is linked by path.
+    case "$LIBFILE" in
+        lib*.so) LINKLIB="-L$LIBDIR -l${LIBFILE#lib}" && LINKLIB="${LINKLIB%.so}" ;;
+        *) LINKLIB="$LIBPATH" ;;
+    esac
+    DIRECT_LDFLAGS="-Wl,--no-as-needed $LINKLIB -Wl,-rpath,$LIBDIR"
+    MODES="preload direct"
+else
+    MODES="system"
+fi
+
+mkdir -p "$BUILD" "$LOGS"
+
+# name:source[:args]  (one run per line, per mode)
+RUNS="
+api:api.c
+stress_random:stress_random.c
+stress_threads-2:stress_threads.c:2
+stress_threads-8:stress_threads.c:8
+stress_threads-32:stress_threads.c:32
+producer_consumer:producer_consumer.c
+many_threads:many_threads.c
+fork_under_load:fork_under_load.c
+rss_release:rss_release.c
+invalid_free:invalid_free.c
+cxx:cxx.cc
+"
+
+passed=0
+failed=0
+
+say_fail() { # name mode reason logfile
+    echo "FAIL $1 ($2)"
+    echo "    | $3"
+    if [ -s "$4" ]; then
+        tail -n 25 "$4" | sed 's/^/    | /'
+    fi
+    failed=$((failed + 1))
+}
+
+# Build: one plain binary per source (for preload/system) and one linked to LIB (direct).
+declare -A BUILT
+build() { # source variant -> sets $bin, returns non-zero on failure (log in $blog)
+    local src="$1" variant="$2" base compiler extra
+    base="${src%.*}"
+    case "$src" in
+        *.cc) compiler="$CXX" ;;
+        *) compiler="$CC" ;;
+    esac
+    if [ "$variant" = direct ]; then
+        bin="$BUILD/$base.direct"
+        extra="-DPM_DIRECT $DIRECT_LDFLAGS"
+    else
+        bin="$BUILD/$base"
+        extra=""
+    fi
+    blog="$LOGS/build-$base.$variant.log"
+    local key="$src/$variant"
+    if [ -z "${BUILT[$key]:-}" ]; then
+        # shellcheck disable=SC2086
+        if (cd "$CT" && $compiler $CFLAGS -o "$bin" "$src" $extra -ldl) >"$blog" 2>&1; then
+            BUILT[$key]=ok
+        else
+            BUILT[$key]=fail
+        fi
+    fi
+    [ "${BUILT[$key]}" = ok ]
+}
+
+for mode in $MODES; do
+    for run in $RUNS; do
+        IFS=: read -r name src args <<<"$run"
+        variant=plain
+        [ "$mode" = direct ] && variant=direct
+        if ! build "$src" "$variant"; then
+            say_fail "$name" "$mode" "build failed: $CC/$CXX $src ($variant)" "$blog"
+            continue
+        fi
+        log="$LOGS/$name.$mode.log"
+        # shellcheck disable=SC2086
+        case "$mode" in
+            system)
+                env -u LD_PRELOAD -u POOLMALLOC_TEST_STRICT POOLMALLOC_TEST_MODE=system \
+                    timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
+                ;;
+            preload)
+                timeout -k 10 "$TIMEOUT" env LD_PRELOAD="$LIBPATH" POOLMALLOC_TEST_STRICT=1 \
+                    POOLMALLOC_TEST_MODE=preload "$bin" $args >"$log" 2>&1
+                ;;
+            direct)
+                env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_MODE=direct \
+                    timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
+                ;;
+        esac
+        rc=$?
+        if [ "$rc" = 0 ]; then
+            echo "ok   $name ($mode)"
+            passed=$((passed + 1))
+        else
+            case "$rc" in
+                124 | 137) why="timed out after ${TIMEOUT}s (exit $rc)" ;;
+                *) if [ "$rc" -gt 128 ]; then
+                    why="killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
+                else
+                    why="exit status $rc"
+                fi ;;
+            esac
+            say_fail "$name" "$mode" "$why; log: ${log#"$ROOT"/}" "$log"
+        fi
+    done
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

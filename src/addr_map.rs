@@ -1,0 +1,170 @@
+//! The address map: "is this address inside one of our mappings, and whose?" in O(1), without
+//! reading memory that may not be mapped (CPython 3.10's radix tree, two levels here).
+//!
+//! The address space is cut into 4 MiB chunks (`CHUNK_SHIFT`). Every mapping poolmalloc makes
+//! starts on a chunk boundary, so no chunk holds the start of two of our mappings; the map
+//! records, for every chunk that one of our mappings covers, a tagged pointer to that mapping's
+//! owner: an `Arena` header, or a `Large` header with the low bit set.
+//!
+//! ```text
+//!  47            35 34           22 21             0
+//!  +---------------+---------------+----------------+
+//!  |  root index   |  leaf index   | offset in chunk|
+//!  +---------------+---------------+----------------+
+//! ```
+//! The root (8192 entries, 64 KiB) is static and zero, so its untouched pages cost nothing;
+//! leaves (64 KiB each, one per 32 GiB of address space) are mapped on first use and never
+//! freed. Readers take no lock: entries are atomics written with Release and read with Acquire,
+//! so a reader that sees a header also sees it initialised. Writers hold `WRITE_LOCK` only to
+//! create leaves. Addresses above 2^48 are never ours.
+
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// log2 of the chunk size, which is also the arena size and alignment.
+pub const CHUNK_SHIFT: u32 = 22;
+pub const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
+const ADDRESS_BITS: u32 = 48;
+const LEAF_BITS: u32 = 13;
+const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+type Leaf = [AtomicUsize; LEAF_LEN];
+
+/// Tag bit set on entries that point at a `Large` header.
+pub const TAG_LARGE: usize = 1;
+
+static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN];
+static WRITE_LOCK: crate::sync::Lock<()> = crate::sync::Lock::new(());
+
+/// The entry for the chunk holding `addr`: 0 if that chunk is not ours.
+#[inline(always)]
+pub fn lookup(addr: usize) -> usize {
+    let chunk = addr >> CHUNK_SHIFT;
+    let root_index = chunk >> LEAF_BITS;
+    if root_index >= ROOT_LEN {
+        return 0;
+    }
+    // SAFETY: root_index < ROOT_LEN was checked just above.
+    let leaf = unsafe { ROOT.get_unchecked(root_index) }.load(Ordering::Acquire);
+    if leaf.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null root entry points at a leaf that is never unmapped, and the index is
+    // masked to the leaf's length.
+    unsafe { (*leaf).get_unchecked(chunk & (LEAF_LEN - 1)) }.load(Ordering::Acquire)
+}
+
+/// Records `entry` for every chunk that `[start, start + len)` touches. `start` must be
+/// chunk-aligned. Returns false (and records nothing) if a leaf could not be mapped.
+pub fn register(start: usize, len: usize, entry: usize) -> bool {
+    debug_assert!(start % CHUNK_SIZE == 0 && len > 0 && entry != 0);
+    let first = start >> CHUNK_SHIFT;
+    let last = (start + len - 1) >> CHUNK_SHIFT;
+    if (last >> LEAF_BITS) >= ROOT_LEN {
+        return false;
+    }
+    for chunk in first..=last {
+        if leaf_for(chunk).is_null() {
+            set_range(first, chunk, 0);
+            return false;
+        }
+    }
+    set_range(first, last + 1, entry);
+    true
+}
+
+/// Clears the entries of every chunk that `[start, start + len)` touches.
+pub fn unregister(start: usize, len: usize) {
+    let first = start >> CHUNK_SHIFT;
+    let last = (start + len - 1) >> CHUNK_SHIFT;
+    set_range(first, last + 1, 0);
+}
+
+fn set_range(first: usize, end: usize, entry: usize) {
+    for chunk in first..end {
+        let leaf = ROOT[chunk >> LEAF_BITS].load(Ordering::Acquire);
+        if !leaf.is_null() {
+            // SAFETY: leaves are never unmapped; the index is masked to the leaf length.
+            unsafe { (*leaf)[chunk & (LEAF_LEN - 1)].store(entry, Ordering::Release) };
+        }
+    }
+}
+
+/// The leaf covering `chunk`, mapping it if needed; null if the kernel refused.
+fn leaf_for(chunk: usize) -> *mut Leaf {
+    let slot = &ROOT[chunk >> LEAF_BITS];
+    let leaf = slot.load(Ordering::Acquire);
+    if !leaf.is_null() {
+        return leaf;
+    }
+    let _guard = WRITE_LOCK.lock();
+    let leaf = slot.load(Ordering::Acquire);
+    if !leaf.is_null() {
+        return leaf;
+    }
+    // A fresh mapping is zero, which is an array of AtomicUsize(0): no initialisation needed.
+    let fresh = crate::os::map(core::mem::size_of::<Leaf>(), 0) as *mut Leaf;
+    if !fresh.is_null() {
+        crate::stats::global().meta_mapped.add(core::mem::size_of::<Leaf>());
+        slot.store(fresh, Ordering::Release);
+    }
+    fresh
+}
+
+/// Calls `f` with every non-zero entry, in address order (an arena once, a large mapping once
+/// per chunk it covers). Readers run concurrently with writers: an entry seen may be stale.
+pub fn for_each_entry(mut f: impl FnMut(usize)) {
+    for slot in ROOT.iter() {
+        let leaf = slot.load(Ordering::Acquire);
+        if leaf.is_null() {
+            continue;
+        }
+        // SAFETY: leaves are never unmapped.
+        for e in unsafe { (*leaf).iter() } {
+            let v = e.load(Ordering::Acquire);
+            if v != 0 {
+                f(v);
+            }
+        }
+    }
+}
+
+/// Fork support: the map lock must not be held by a thread that does not exist in the child.
+pub fn lock_for_fork() {
+    WRITE_LOCK.hold_for_fork();
+}
+/// # Safety
+/// Only after `lock_for_fork`, in the parent or the child of the fork.
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { WRITE_LOCK.release_after_fork() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_ranges_are_found_and_others_are_not() {
+        // A made-up chunk-aligned range high in the address space; the map never touches it.
+        let base = 0x7a00_0000_0000usize;
+        let len = 3 * CHUNK_SIZE + 4096;
+        assert_eq!(lookup(base), 0);
+        assert!(register(base, len, 0x1234_5670 | TAG_LARGE));
+        for off in [0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 4095] {
+            assert_eq!(lookup(base + off), 0x1234_5670 | TAG_LARGE, "off {off:#x}");
+        }
+        assert_eq!(lookup(base + 4 * CHUNK_SIZE), 0);
+        assert_eq!(lookup(base - 1), 0);
+        unregister(base, len);
+        assert_eq!(lookup(base + CHUNK_SIZE), 0);
+    }
+
+    #[test]
+    fn addresses_beyond_48_bits_are_never_ours() {
+        assert_eq!(lookup(usize::MAX), 0);
+        assert_eq!(lookup(1usize << 48), 0);
+        assert!(!register(1usize << 48, CHUNK_SIZE, 8));
+    }
+}

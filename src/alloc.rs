@@ -1,0 +1,288 @@
+//! The allocator's entry points with C semantics (errno, overflow, alignment rules), on top
+//! of the thread heaps (`heap`), the remote-free path (`remote`) and large mappings (`large`).
+//! The exported C names in `ffi` are one-line forwards to these.
+//!
+//! Free, step by step: the address map says whose chunk the pointer is in (nothing, an arena,
+//! or a large block) without reading the pointer's memory; the arena header gives the pool
+//! with a mask and a shift; if the calling thread owns the pool, the block is checked (it must
+//! start a carved block and not carry the freed-block key) and pushed on the pool's free list,
+//! all with plain loads and stores. Everything else leaves the fast path.
+
+use core::ptr;
+
+use crate::addr_map::{self, TAG_LARGE};
+use crate::arena::{self, Arena};
+use crate::diag;
+use crate::heap;
+use crate::large;
+use crate::os::{self, PAGE_SIZE};
+use crate::pool::{freed_key, Block, PoolState};
+use crate::remote;
+use crate::size_class::{class_of, class_size, NUM_CLASSES, POOLED_MAX};
+use crate::tls;
+
+/// The name of the C function on whose behalf we act, for messages.
+pub type Api = &'static str;
+
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    if size <= POOLED_MAX {
+        let p = heap::alloc_class(class_of(size));
+        if !p.is_null() {
+            return p;
+        }
+        return out_of_memory();
+    }
+    malloc_large(size, PAGE_SIZE)
+}
+
+#[cold]
+fn malloc_large(size: usize, align: usize) -> *mut u8 {
+    let p = large::alloc(size, align);
+    if p.is_null() {
+        return out_of_memory();
+    }
+    p
+}
+
+#[cold]
+fn out_of_memory() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    let Some(total) = n.checked_mul(size) else {
+        return out_of_memory();
+    };
+    if total > POOLED_MAX {
+        // Fresh mappings are already zero.
+        return malloc_large(total, PAGE_SIZE);
+    }
+    let p = malloc(total);
+    if !p.is_null() {
+        // SAFETY: p is a fresh block of at least `total` bytes.
+        unsafe { ptr::write_bytes(p, 0, total) };
+    }
+    p
+}
+
+/// Frees `p`. `api` names the C function for the abort message on a bad pointer.
+///
+/// # Safety
+/// `p` must be null or a pointer the program got from us and has not freed (anything else is
+/// detected where possible and aborts).
+#[inline(always)]
+pub unsafe fn free(p: *mut u8, api: Api) {
+    if p.is_null() {
+        return;
+    }
+    let addr = p as usize;
+    let entry = addr_map::lookup(addr);
+    if entry & TAG_LARGE != 0 || entry == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { free_not_pooled(addr, entry, api) };
+    }
+    // SAFETY: the map says p is in a live arena, so its header and pool descriptor are valid.
+    unsafe {
+        let pool = arena::pool_of(entry as *mut Arena, addr);
+        let me = tls::heap();
+        if (*pool).owner.load(core::sync::atomic::Ordering::Relaxed) != me {
+            return remote::free_remote(pool, addr, api);
+        }
+        if (*pool).block_index(addr).is_none() {
+            diag::fatal(api, "invalid pointer", addr);
+        }
+        let b = p as *mut Block;
+        if (*b).key == freed_key() {
+            check_double_free(pool, b, api);
+        }
+        (*pool).push_local(b);
+        if (*pool).used == 0 || (*pool).state != PoolState::Avail {
+            heap::after_local_free(me, pool);
+        }
+    }
+}
+
+/// Frees a pointer that is a large block, or not ours at all.
+#[cold]
+#[inline(never)]
+unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api) {
+    if entry == 0 {
+        diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr);
+    }
+    let errno = os::errno();
+    // SAFETY: the map gives a live large header for addr.
+    unsafe { large::free(large::header(entry), addr, api) };
+    // munmap may not change errno on success, but free must never change it at all.
+    os::set_errno(errno);
+}
+
+/// The block carries the freed key: confirm it is on a free list before declaring a double
+/// free (the program may, in theory, have stored that value itself).
+#[cold]
+#[inline(never)]
+unsafe fn check_double_free(pool: *mut crate::pool::Pool, b: *mut Block, api: Api) {
+    // SAFETY: we own the pool (checked by the caller).
+    if unsafe { (*pool).holds_free_block(b) } {
+        diag::fatal(api, "double free detected for", b as usize);
+    }
+}
+
+/// What `p` is, for realloc and malloc_usable_size.
+enum Owner {
+    Pooled { block_size: usize },
+    Large(*mut large::Large),
+}
+
+#[inline]
+unsafe fn owner_of(p: usize, api: Api) -> Owner {
+    let entry = addr_map::lookup(p);
+    if entry == 0 {
+        diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", p);
+    }
+    if entry & TAG_LARGE != 0 {
+        let l = large::header(entry);
+        // SAFETY: the map gives a live large header.
+        if unsafe { (*l).base } as usize != p {
+            diag::fatal(api, "invalid pointer (inside a large block)", p);
+        }
+        return Owner::Large(l);
+    }
+    // SAFETY: the map gives a live arena header.
+    unsafe {
+        let pool = arena::pool_of(entry as *mut Arena, p);
+        if (*pool).block_size == 0 || (*pool).block_index(p).is_none() {
+            diag::fatal(api, "invalid pointer", p);
+        }
+        if (*(p as *mut Block)).key == freed_key() {
+            diag::fatal(api, "pointer already freed:", p);
+        }
+        Owner::Pooled { block_size: (*pool).block_size as usize }
+    }
+}
+
+/// glibc's realloc: `realloc(NULL, n)` is malloc, `realloc(p, 0)` frees and returns NULL.
+///
+/// # Safety
+/// As for `free`.
+pub unsafe fn realloc(p: *mut u8, size: usize, api: Api) -> *mut u8 {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: forwarded contract.
+        unsafe { free(p, api) };
+        return ptr::null_mut();
+    }
+    // SAFETY: forwarded contract.
+    unsafe { resize(p, size, api) }
+}
+
+/// Resizes a live block to `size` bytes (> 0), keeping its contents; null and the block
+/// untouched on exhaustion.
+///
+/// # Safety
+/// `p` is a live block of ours.
+pub unsafe fn resize(p: *mut u8, size: usize, api: Api) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    match unsafe { owner_of(p as usize, api) } {
+        Owner::Pooled { block_size } => {
+            // Keep the block when the size still fits and at least half of it stays in use
+            // (a shrink that frees less is not worth a copy).
+            if size <= block_size && size >= block_size / 2 {
+                return p;
+            }
+            let q = malloc(size);
+            if !q.is_null() {
+                // SAFETY: both blocks are live and distinct; we copy what both hold.
+                unsafe {
+                    ptr::copy_nonoverlapping(p, q, size.min(block_size));
+                    free(p, api);
+                }
+            }
+            q
+        }
+        Owner::Large(l) => {
+            if size > POOLED_MAX {
+                // SAFETY: l is p's header.
+                let q = unsafe { large::resize(l, size) };
+                if q.is_null() {
+                    return out_of_memory();
+                }
+                return q;
+            }
+            let q = malloc(size);
+            if !q.is_null() {
+                // SAFETY: q holds `size` bytes, fewer than the large block.
+                unsafe {
+                    ptr::copy_nonoverlapping(p, q, size);
+                    free(p, api);
+                }
+            }
+            q
+        }
+    }
+}
+
+/// glibc's reallocarray: realloc with an overflow-checked `n * size`.
+///
+/// # Safety
+/// As for `realloc`.
+pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize, api: Api) -> *mut u8 {
+    match n.checked_mul(size) {
+        // SAFETY: forwarded contract.
+        Some(total) => unsafe { realloc(p, total, api) },
+        None => out_of_memory(),
+    }
+}
+
+/// A block of `size` bytes aligned to `align`, a power of two (the callers check).
+pub fn aligned(align: usize, size: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    if align <= 16 {
+        return malloc(size);
+    }
+    if size <= POOLED_MAX && align <= POOLED_MAX {
+        // A class whose size is a multiple of `align` has every block aligned: pools start on
+        // a multiple of their size, which is a power of two at least as large as the block.
+        let mut c = class_of(size.max(align));
+        while c < NUM_CLASSES {
+            if class_size(c) % align == 0 {
+                let p = heap::alloc_class(c);
+                return if p.is_null() { out_of_memory() } else { p };
+            }
+            c += 1;
+        }
+    }
+    malloc_large(size, align)
+}
+
+/// The usable size of a live block: constant for its life, at least what was asked for.
+///
+/// # Safety
+/// `p` is null or a live block of ours.
+pub unsafe fn usable_size(p: *mut u8, api: Api) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: forwarded contract.
+    match unsafe { owner_of(p as usize, api) } {
+        Owner::Pooled { block_size } => block_size,
+        // SAFETY: the map gave a live header.
+        Owner::Large(l) => unsafe { (*l).size },
+    }
+}
+
+/// Gives back everything free: the calling thread's empty pools, abandoned pools that
+/// emptied, dirty pages of free pools, and the reserve arena. True if anything was released.
+pub fn trim() -> bool {
+    heap::trim_current_thread();
+    remote::sweep_abandoned();
+    arena::trim()
+}
+
+/// Does the address map know `p`? (For callers that must tell our pointers from foreign ones.)
+pub fn owns(p: *const u8) -> bool {
+    addr_map::lookup(p as usize) != 0
+}

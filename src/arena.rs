@@ -1,0 +1,448 @@
+//! Arenas: 4 MiB chunk-aligned mappings cut into equal pools, and the global bookkeeping that
+//! hands pools to heaps and gives memory back to the OS.
+//!
+//! Every arena holds pools of one kind (16 KiB, 128 KiB or 1 MiB; see `size_class`). Its header
+//! lives in a separate small mapping, so the arena's memory is all pools and every pool starts
+//! on a multiple of its own size. The address map points the arena's chunk at the header; from
+//! there `pool_of` finds a pointer's pool with a mask and a shift.
+//!
+//! Policy (all under `ARENAS`, which only slow paths take):
+//! - A heap that needs a pool takes one from the most used arena of the kind that has a free
+//!   pool (CPython's `usable_arenas` order), so lightly used arenas drain and can be unmapped.
+//! - A pool that becomes empty comes back here and counts as *dirty* (its pages are resident
+//!   though nothing lives there). When dirty bytes exceed the purge threshold, every dirty free
+//!   pool is discarded (`MADV_DONTNEED`), so idle memory is bounded.
+//! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
+//!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
+//! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
+//!   header that still exists.
+
+use core::ptr;
+
+use crate::addr_map::{self, CHUNK_SIZE};
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::size_class::{NUM_POOL_KINDS, POOL_SHIFT};
+use crate::stats;
+use crate::sync::Lock;
+
+pub const ARENA_SIZE: usize = CHUNK_SIZE;
+/// Pools in an arena of the smallest pool kind.
+pub const MAX_POOLS: usize = ARENA_SIZE >> POOL_SHIFT[0];
+
+#[repr(C)]
+pub struct Arena {
+    pub base: *mut u8,
+    pub kind: u32,
+    pub pool_shift: u32,
+    pub npools: u32,
+    /// Free pools; the arena is on its kind's usable list iff `nfree > 0` and it is live.
+    pub nfree: u32,
+    /// Free pools whose pages may be resident.
+    pub ndirty: u32,
+    pub free_pools: *mut Pool,
+    /// Links in the kind's usable list, or in the header free list when recycled.
+    pub next: *mut Arena,
+    pub prev: *mut Arena,
+    pub pools: [Pool; MAX_POOLS],
+}
+
+struct Arenas {
+    /// Per kind, arenas with at least one free pool (full arenas are on no list).
+    usable: [*mut Arena; NUM_POOL_KINDS],
+    /// An empty arena kept to avoid unmapping and mapping again at once.
+    reserve: *mut Arena,
+    /// Recycled headers.
+    spare_headers: *mut Arena,
+    /// Bytes in dirty free pools.
+    dirty_bytes: usize,
+    /// Discard dirty pools when `dirty_bytes` goes above this.
+    purge_threshold: usize,
+}
+
+// SAFETY: the raw pointers are only used while holding the lock around `Arenas`.
+unsafe impl Send for Arenas {}
+
+static ARENAS: Lock<Arenas> = Lock::new(Arenas {
+    usable: [ptr::null_mut(); NUM_POOL_KINDS],
+    reserve: ptr::null_mut(),
+    spare_headers: ptr::null_mut(),
+    dirty_bytes: 0,
+    purge_threshold: 8 << 20,
+});
+
+pub fn set_purge_threshold(bytes: usize) {
+    ARENAS.lock().purge_threshold = bytes;
+}
+
+/// The pool holding address `p` of `arena`.
+///
+/// # Safety
+/// `arena` must be the live header the address map gives for `p`.
+#[inline(always)]
+pub unsafe fn pool_of(arena: *mut Arena, p: usize) -> *mut Pool {
+    // SAFETY: p lies in the arena's 4 MiB chunk, so the index is below npools <= MAX_POOLS.
+    unsafe {
+        let index = (p & (ARENA_SIZE - 1)) >> (*arena).pool_shift;
+        (*arena).pools.as_mut_ptr().add(index)
+    }
+}
+
+/// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory.
+pub fn acquire_pool(kind: usize) -> *mut Pool {
+    let mut a = ARENAS.lock();
+    let mut best: *mut Arena = ptr::null_mut();
+    let mut cur = a.usable[kind];
+    // SAFETY: arenas on the usable list are live headers; we hold the lock.
+    unsafe {
+        while !cur.is_null() {
+            if best.is_null() || (*cur).nfree < (*best).nfree {
+                best = cur;
+                if (*best).nfree == 1 {
+                    break;
+                }
+            }
+            cur = (*cur).next;
+        }
+    }
+    if best.is_null() {
+        best = new_arena(&mut a, kind);
+        if best.is_null() {
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: best is a live arena with nfree > 0 and we hold the lock.
+    unsafe {
+        let pool = (*best).free_pools;
+        (*best).free_pools = (*pool).next;
+        (*best).nfree -= 1;
+        if (*pool).dirty {
+            (*pool).dirty = false;
+            (*best).ndirty -= 1;
+            a.dirty_bytes -= 1 << (*best).pool_shift;
+        }
+        if (*best).nfree == 0 {
+            unlink(&mut a.usable[kind], best);
+        }
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+        stats::global().pools_in_use.add(1);
+        pool
+    }
+}
+
+/// Gives an empty pool (used == 0, owner cleared, on no list) back to its arena.
+///
+/// # Safety
+/// `pool` must come from `acquire_pool`, be on no list, and hold no live block.
+pub unsafe fn release_pool(pool: *mut Pool) {
+    let mut a = ARENAS.lock();
+    // SAFETY: the pool's arena is live while it has a pool out; we hold the lock.
+    unsafe {
+        let arena = (*pool).arena;
+        let kind = (*arena).kind as usize;
+        let was_dirty = (*pool).carved > 0;
+        (*pool).state = PoolState::Free;
+        (*pool).block_size = 0;
+        (*pool).carved = 0;
+        (*pool).free = ptr::null_mut();
+        (*pool).next = (*arena).free_pools;
+        (*arena).free_pools = pool;
+        (*arena).nfree += 1;
+        if was_dirty {
+            (*pool).dirty = true;
+            (*arena).ndirty += 1;
+            a.dirty_bytes += 1 << (*arena).pool_shift;
+        }
+        stats::global().pools_in_use.sub(1);
+        if (*arena).nfree == 1 {
+            push_front(&mut a.usable[kind], arena);
+        }
+        if (*arena).nfree == (*arena).npools {
+            retire_arena(&mut a, arena);
+        }
+        if a.dirty_bytes > a.purge_threshold {
+            purge_all(&mut a);
+        }
+    }
+}
+
+/// Returns every free page to the OS: discards all dirty free pools and unmaps the reserve.
+/// Returns whether anything was released.
+pub fn trim() -> bool {
+    let mut a = ARENAS.lock();
+    let had = a.dirty_bytes > 0 || !a.reserve.is_null();
+    // SAFETY: we hold the lock.
+    unsafe {
+        purge_all(&mut a);
+        let reserve = a.reserve;
+        if !reserve.is_null() {
+            a.reserve = ptr::null_mut();
+            unmap_arena(&mut a, reserve);
+        }
+    }
+    had
+}
+
+/// Maps and formats an arena of `kind` (or reformats the reserve) and puts it on the usable list.
+fn new_arena(a: &mut Arenas, kind: usize) -> *mut Arena {
+    let arena = if !a.reserve.is_null() {
+        let r = a.reserve;
+        a.reserve = ptr::null_mut();
+        // SAFETY: the reserve is a live, empty arena; we hold the lock.
+        unsafe {
+            if (*r).kind as usize == kind {
+                push_front(&mut a.usable[kind], r);
+                return r;
+            }
+            // Another kind: its free pools are re-cut, so forget (and drop) their pages.
+            drop_dirty(a, r);
+            os::discard((*r).base, ARENA_SIZE);
+        }
+        r
+    } else {
+        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        let header = take_header(a);
+        if header.is_null() {
+            // SAFETY: base is our fresh mapping, unknown to anyone.
+            unsafe { os::unmap(base, ARENA_SIZE) };
+            return ptr::null_mut();
+        }
+        // SAFETY: header is a zeroed or recycled header we own under the lock.
+        unsafe { (*header).base = base };
+        if !addr_map::register(base as usize, ARENA_SIZE, header as usize) {
+            // SAFETY: as above.
+            unsafe {
+                os::unmap(base, ARENA_SIZE);
+                (*header).next = a.spare_headers;
+            }
+            a.spare_headers = header;
+            return ptr::null_mut();
+        }
+        let g = stats::global();
+        g.arenas_allocated.add(1);
+        g.arenas_current.add(1);
+        g.bytes_mapped.add(ARENA_SIZE);
+        header
+    };
+    // SAFETY: arena is a header we own under the lock, with base set.
+    unsafe { format_arena(arena, kind) };
+    push_front(&mut a.usable[kind], arena);
+    arena
+}
+
+/// Cuts `arena` into free pools of `kind`.
+///
+/// # Safety
+/// The arena must be empty and owned by the caller (lock held).
+unsafe fn format_arena(arena: *mut Arena, kind: usize) {
+    // SAFETY: per the contract we own every descriptor.
+    unsafe {
+        let shift = POOL_SHIFT[kind];
+        let npools = (ARENA_SIZE >> shift) as u32;
+        (*arena).kind = kind as u32;
+        (*arena).pool_shift = shift;
+        (*arena).npools = npools;
+        (*arena).nfree = npools;
+        (*arena).ndirty = 0;
+        (*arena).free_pools = ptr::null_mut();
+        for i in (0..npools as usize).rev() {
+            let pool = (*arena).pools.as_mut_ptr().add(i);
+            pool.write(Pool::EMPTY);
+            (*pool).start = (*arena).base.add(i << shift);
+            (*pool).arena = arena;
+            (*pool).index = i as u32;
+            (*pool).next = (*arena).free_pools;
+            (*arena).free_pools = pool;
+        }
+    }
+}
+
+/// An arena just became empty: keep it as the reserve or unmap it.
+///
+/// # Safety
+/// Lock held; `arena` live, empty and on its usable list.
+unsafe fn retire_arena(a: &mut Arenas, arena: *mut Arena) {
+    // SAFETY: per the contract.
+    unsafe {
+        unlink(&mut a.usable[(*arena).kind as usize], arena);
+        if a.reserve.is_null() {
+            a.reserve = arena;
+        } else {
+            unmap_arena(a, arena);
+        }
+    }
+}
+
+/// # Safety
+/// Lock held; `arena` live, empty and on no list.
+unsafe fn unmap_arena(a: &mut Arenas, arena: *mut Arena) {
+    // SAFETY: per the contract nothing lives in the arena.
+    unsafe {
+        drop_dirty(a, arena);
+        addr_map::unregister((*arena).base as usize, ARENA_SIZE);
+        os::unmap((*arena).base, ARENA_SIZE);
+        (*arena).npools = 0;
+        (*arena).next = a.spare_headers;
+        a.spare_headers = arena;
+    }
+    let g = stats::global();
+    g.arenas_reclaimed.add(1);
+    g.arenas_current.sub(1);
+    g.bytes_mapped.sub(ARENA_SIZE);
+    g.bytes_returned.add(ARENA_SIZE);
+}
+
+/// Forgets the dirty accounting of every free pool of `arena`.
+unsafe fn drop_dirty(a: &mut Arenas, arena: *mut Arena) {
+    // SAFETY: lock held by the caller; descriptors of a live arena.
+    unsafe {
+        for i in 0..(*arena).npools as usize {
+            let pool = (*arena).pools.as_mut_ptr().add(i);
+            if (*pool).dirty {
+                (*pool).dirty = false;
+                a.dirty_bytes -= 1 << (*arena).pool_shift;
+            }
+        }
+        (*arena).ndirty = 0;
+    }
+}
+
+/// Discards the pages of every dirty free pool, coalescing neighbours into one call.
+unsafe fn purge_all(a: &mut Arenas) {
+    let mut lists = a.usable;
+    let reserve = a.reserve;
+    // SAFETY: lock held; every arena visited is live.
+    unsafe {
+        let visit = |arena: *mut Arena, a: &mut Arenas| {
+            if (*arena).ndirty == 0 {
+                return;
+            }
+            let size = 1usize << (*arena).pool_shift;
+            let mut run_start: *mut u8 = ptr::null_mut();
+            let mut run_len = 0usize;
+            for i in 0..(*arena).npools as usize {
+                let pool = (*arena).pools.as_mut_ptr().add(i);
+                if (*pool).dirty {
+                    (*pool).dirty = false;
+                    a.dirty_bytes -= size;
+                    if run_len == 0 {
+                        run_start = (*pool).start;
+                    }
+                    run_len += size;
+                } else if run_len != 0 {
+                    os::discard(run_start, run_len);
+                    stats::global().bytes_returned.add(run_len);
+                    run_len = 0;
+                }
+            }
+            if run_len != 0 {
+                os::discard(run_start, run_len);
+                stats::global().bytes_returned.add(run_len);
+            }
+            (*arena).ndirty = 0;
+        };
+        for head in lists.iter_mut() {
+            let mut cur = *head;
+            while !cur.is_null() {
+                let next = (*cur).next;
+                visit(cur, a);
+                cur = next;
+            }
+        }
+        if !reserve.is_null() {
+            visit(reserve, a);
+        }
+    }
+}
+
+fn take_header(a: &mut Arenas) -> *mut Arena {
+    if !a.spare_headers.is_null() {
+        let h = a.spare_headers;
+        // SAFETY: spare headers are ours under the lock.
+        a.spare_headers = unsafe { (*h).next };
+        return h;
+    }
+    let size = (core::mem::size_of::<Arena>() + os::PAGE_SIZE - 1) & !(os::PAGE_SIZE - 1);
+    let h = os::map(size, 0) as *mut Arena;
+    if !h.is_null() {
+        stats::global().meta_mapped.add(size);
+    }
+    h
+}
+
+fn push_front(head: &mut *mut Arena, arena: *mut Arena) {
+    // SAFETY: lock held by every caller; arena is live.
+    unsafe {
+        (*arena).prev = ptr::null_mut();
+        (*arena).next = *head;
+        if !(*head).is_null() {
+            (**head).prev = arena;
+        }
+    }
+    *head = arena;
+}
+
+fn unlink(head: &mut *mut Arena, arena: *mut Arena) {
+    // SAFETY: lock held by every caller; arena is on the list headed by `head`.
+    unsafe {
+        if !(*arena).prev.is_null() {
+            (*(*arena).prev).next = (*arena).next;
+        } else {
+            *head = (*arena).next;
+        }
+        if !(*arena).next.is_null() {
+            (*(*arena).next).prev = (*arena).prev;
+        }
+        (*arena).next = ptr::null_mut();
+        (*arena).prev = ptr::null_mut();
+    }
+}
+
+/// A snapshot of arena-level figures for statistics, taken under the lock.
+#[derive(Default, Clone, Copy)]
+pub struct ArenaCensus {
+    pub arenas: usize,
+    pub free_pools: usize,
+    pub dirty_bytes: usize,
+    pub reserve: bool,
+}
+
+/// Calls `f` on every pool descriptor of every live arena (under the lock), and returns the
+/// arena-level census. `f` must not take the arena lock.
+pub fn for_each_pool(mut f: impl FnMut(&Pool)) -> ArenaCensus {
+    let a = ARENAS.lock();
+    let mut census = ArenaCensus { dirty_bytes: a.dirty_bytes, reserve: !a.reserve.is_null(), ..Default::default() };
+    // Live arenas are on the usable lists, full (on no list), or the reserve: walk the map's
+    // view instead, via the headers we know. Full arenas are on no list, so we track them by
+    // scanning all headers reachable from the map.
+    crate::addr_map::for_each_entry(|entry| {
+        if entry & addr_map::TAG_LARGE != 0 {
+            return;
+        }
+        let arena = entry as *const Arena;
+        census.arenas += 1;
+        // SAFETY: a map entry without the tag is a live arena header; lock held.
+        unsafe {
+            census.free_pools += (*arena).nfree as usize;
+            for i in 0..(*arena).npools as usize {
+                f(&(*arena).pools[i]);
+            }
+        }
+    });
+    census
+}
+
+/// Fork support.
+pub fn lock_for_fork() {
+    ARENAS.hold_for_fork();
+}
+/// # Safety
+/// Only after `lock_for_fork`.
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { ARENAS.release_after_fork() };
+}

@@ -1,0 +1,193 @@
+//! The exported C names: one-line forwards into `alloc`, argument checks that C demands, and
+//! nothing else. Every function here is reached through the PLT by any program that runs on
+//! poolmalloc, so none may unwind (the crate is built with `panic = "abort"`).
+
+use core::ffi::{c_int, c_void};
+
+use crate::alloc::{self, Api};
+use crate::os::{self, PAGE_SIZE};
+
+const FREE: Api = "free";
+const REALLOC: Api = "realloc";
+
+// ---- the malloc family (glibc's manual, "Replacing malloc") ----
+
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    alloc::malloc(size) as *mut c_void
+}
+
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { alloc::free(p as *mut u8, FREE) }
+}
+
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    alloc::calloc(n, size) as *mut c_void
+}
+
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { alloc::realloc(p as *mut u8, size, REALLOC) as *mut c_void }
+}
+
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { alloc::reallocarray(p as *mut u8, n, size, "reallocarray") as *mut c_void }
+}
+
+/// # Safety
+/// `out` must be writable when the call succeeds.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    // POSIX: a power of two multiple of sizeof(void *); *out untouched and errno kept on error.
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let saved = os::errno();
+    let p = alloc::aligned(align, size);
+    os::set_errno(saved);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a writable out-pointer.
+    unsafe { *out = p as *mut c_void };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        os::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    alloc::aligned(align, size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    // glibc: alignments above half the address space are EINVAL; others round up to a power
+    // of two.
+    if align > usize::MAX / 2 + 1 {
+        os::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    alloc::aligned(align.max(1).next_power_of_two(), size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    alloc::aligned(PAGE_SIZE, size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let Some(rounded) = size.checked_add(PAGE_SIZE - 1) else {
+        os::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    alloc::aligned(PAGE_SIZE, (rounded & !(PAGE_SIZE - 1)).max(PAGE_SIZE)) as *mut c_void
+}
+
+/// # Safety
+/// `p` is null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { alloc::usable_size(p as *mut u8, "malloc_usable_size") }
+}
+
+/// # Safety
+/// As for `free`.
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { alloc::free(p as *mut u8, "cfree") }
+}
+
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    alloc::trim() as c_int
+}
+
+// ---- glibc's internal aliases, which some programs and libraries call directly ----
+
+#[no_mangle]
+pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    malloc(size)
+}
+/// # Safety
+/// As for `free`.
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { free(p) }
+}
+#[no_mangle]
+pub extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    calloc(n, size)
+}
+/// # Safety
+/// As for `realloc`.
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { realloc(p, size) }
+}
+#[no_mangle]
+pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
+    memalign(align, size)
+}
+#[no_mangle]
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    valloc(size)
+}
+#[no_mangle]
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    pvalloc(size)
+}
+/// # Safety
+/// As for `posix_memalign`.
+#[no_mangle]
+pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { posix_memalign(out, align, size) }
+}
+
+// ---- poolmalloc's own API (declared in include/poolmalloc.h) ----
+
+/// The library version as "major.minor.patch", a static NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn poolmalloc_version() -> *const core::ffi::c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const core::ffi::c_char
+}
+
+/// Returns 1 if `p` lies in memory poolmalloc manages (an arena or a large block), else 0.
+/// Never reads the memory at `p`.
+#[no_mangle]
+pub extern "C" fn poolmalloc_owns(p: *const c_void) -> c_int {
+    alloc::owns(p as *const u8) as c_int
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_header_is_current() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/poolmalloc.h"));
+        let committed = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/include/poolmalloc.h"));
+        assert!(
+            generated == committed,
+            "include/poolmalloc.h differs from what cbindgen generates now; run scripts/update-header.sh"
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! Thread heaps: each thread allocates from pools it owns, with no lock and no atomic
+//! read-modify-write on the common path.
+//!
+//! A heap keeps, per size class, a list of *available* pools (`avail[class]`, whose head is
+//! where malloc pops from) and one list of *full* pools (no free block when last looked at).
+//! An empty class list points at `EMPTY_POOL`, whose free list is null, so the fast path needs
+//! no "is there a pool" test: popping from it fails into the slow path.
+//!
+//! The head of each class list holds one extra count in `used` (the *head bias*): a pool that
+//! is being allocated from never looks empty, so the malloc/free pair on one block never leaves
+//! the fast path, and only pools that are not the head are given back when they empty.
+//!
+//! Life of a heap: created on the thread's first allocation (`attach_thread`), registered with
+//! the thread-exit key; at exit (`thread_exit`) its pools with live blocks are *abandoned* (see
+//! `remote`) for other heaps to adopt, its empty pools go back to their arenas, its counters are
+//! merged into the registry, and the thread's TLS points at `DEAD`: later allocations by that
+//! thread (other TLS destructors) are served, under a lock, by the `ORPHAN` heap.
+
+use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arena;
+use crate::pool::{Block, Pool, PoolState};
+use crate::remote;
+use crate::size_class::{pool_kind, NUM_CLASSES, POOL_SHIFT};
+use crate::stats;
+use crate::sync::Lock;
+use crate::tls;
+
+/// Per-thread call counts, plain integers bumped by the owning thread only.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct CallCounts {
+    pub malloc: u64,
+    pub free: u64,
+    pub calloc: u64,
+    pub realloc: u64,
+    pub aligned: u64,
+    pub remote_free: u64,
+    pub pyobject: u64,
+}
+
+impl CallCounts {
+    pub const ZERO: CallCounts =
+        CallCounts { malloc: 0, free: 0, calloc: 0, realloc: 0, aligned: 0, remote_free: 0, pyobject: 0 };
+    pub fn merge(&mut self, o: &CallCounts) {
+        self.malloc += o.malloc;
+        self.free += o.free;
+        self.calloc += o.calloc;
+        self.realloc += o.realloc;
+        self.aligned += o.aligned;
+        self.remote_free += o.remote_free;
+        self.pyobject += o.pyobject;
+    }
+}
+
+#[repr(C)]
+pub struct Heap {
+    /// Per class: head of the available-pool list, or `EMPTY_POOL`.
+    pub avail: [*mut Pool; NUM_CLASSES],
+    /// Head of the full-pool list (any class), or null.
+    pub full: *mut Pool,
+    /// Set by other threads after they free into one of our pools: the slow path then looks
+    /// at full pools for blocks to collect.
+    pub remote_hint: AtomicBool,
+    pub counts: CallCounts,
+    /// Links in the registry's live list or free list.
+    next: *mut Heap,
+    prev: *mut Heap,
+}
+
+// SAFETY: a heap is touched only by its thread, or under the registry lock when it is not
+// attached to a thread (or, for ORPHAN, under its own lock).
+unsafe impl Send for Heap {}
+// SAFETY: the only shared statics of this type (DEAD, NO_OWNER) are never written except for
+// their atomic hint; live heaps are shared only through that atomic too.
+unsafe impl Sync for Heap {}
+
+/// The pool that has no blocks: `avail[c]` points here when class `c` has no pool.
+pub static EMPTY_POOL: Pool = Pool::EMPTY;
+
+#[inline(always)]
+pub fn empty_pool() -> *mut Pool {
+    &EMPTY_POOL as *const Pool as *mut Pool
+}
+
+impl Heap {
+    const fn new() -> Heap {
+        Heap {
+            avail: [&EMPTY_POOL as *const Pool as *mut Pool; NUM_CLASSES],
+            full: ptr::null_mut(),
+            remote_hint: AtomicBool::new(false),
+            counts: CallCounts::ZERO,
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+        }
+    }
+}
+
+/// The TLS value of a thread whose heap was handed over at exit. Never owns a pool, never
+/// written: its class lists are all empty, so its allocations fall to the slow path.
+pub static DEAD: Heap = Heap::new();
+/// The owner of pools that no heap owns (Free or Abandoned). Only its address is used.
+pub static NO_OWNER: Heap = Heap::new();
+/// Serves threads whose heap is gone (allocations from late TLS destructors).
+static ORPHAN: Lock<Heap> = Lock::new(Heap::new());
+
+#[inline(always)]
+pub fn dead() -> *mut Heap {
+    &DEAD as *const Heap as *mut Heap
+}
+#[inline(always)]
+pub fn no_owner() -> *mut Heap {
+    &NO_OWNER as *const Heap as *mut Heap
+}
+
+struct Registry {
+    live: *mut Heap,
+    spare: *mut Heap,
+    /// Counts of exited threads.
+    dead_counts: CallCounts,
+}
+// SAFETY: the pointers are only followed under the registry lock.
+unsafe impl Send for Registry {}
+
+static REGISTRY: Lock<Registry> =
+    Lock::new(Registry { live: ptr::null_mut(), spare: ptr::null_mut(), dead_counts: CallCounts::ZERO });
+
+/// Heaps are mapped this many bytes at a time.
+const HEAP_SLAB: usize = 64 * 1024;
+
+/// The fast path: a block of `class` from the calling thread's heap.
+#[inline(always)]
+pub fn alloc_class(class: usize) -> *mut u8 {
+    let heap = tls::heap();
+    if !heap.is_null() {
+        // SAFETY: a non-null TLS heap is this thread's heap (or DEAD, whose lists are all
+        // EMPTY_POOL); class < NUM_CLASSES is the caller's promise.
+        unsafe {
+            let pool = *(*heap).avail.get_unchecked(class);
+            let b = (*pool).pop();
+            if !b.is_null() {
+                return b as *mut u8;
+            }
+        }
+    }
+    alloc_slow(class)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let mut heap = tls::heap();
+    if heap.is_null() {
+        heap = attach_thread();
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
+    }
+    if heap == dead() {
+        let mut orphan = ORPHAN.lock();
+        let h: *mut Heap = &mut *orphan;
+        // SAFETY: we hold the orphan lock, which makes us its owner for now.
+        return unsafe { refill_and_pop(h, class) } as *mut u8;
+    }
+    // SAFETY: heap is this thread's own live heap.
+    unsafe { refill_and_pop(heap, class) as *mut u8 }
+}
+
+/// Finds a block of `class` for `heap` when its head pool has none on its free list.
+///
+/// # Safety
+/// The caller must be `heap`'s owner.
+unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
+    // SAFETY: we own the heap and every pool on its lists.
+    unsafe {
+        loop {
+            let pool = (*heap).avail[class];
+            if pool != empty_pool() {
+                if (*pool).collect_remote() > 0 || (*pool).carve() {
+                    return (*pool).pop();
+                }
+                // Exhausted: it leaves the class list for the full list.
+                avail_remove(heap, pool);
+                full_push(heap, pool);
+                continue;
+            }
+            if (*heap).remote_hint.load(Ordering::Relaxed) {
+                (*heap).remote_hint.store(false, Ordering::Relaxed);
+                // Acquire: pairs with the Release of the remote push we were hinted about.
+                core::sync::atomic::fence(Ordering::Acquire);
+                reclaim_full(heap);
+                if (*heap).avail[class] != empty_pool() {
+                    continue;
+                }
+            }
+            remote::sweep_abandoned_if_hinted();
+            let mut pool = remote::adopt(class, heap);
+            if pool.is_null() {
+                pool = arena::acquire_pool(pool_kind(class));
+                if pool.is_null() {
+                    return ptr::null_mut();
+                }
+                (*pool).format(class, 1 << POOL_SHIFT[pool_kind(class)]);
+                (*pool).owner.store(heap, Ordering::Release);
+            }
+            avail_insert(heap, pool);
+        }
+    }
+}
+
+/// Moves full pools that other threads freed into back to the class lists (or to their
+/// arenas when they are now empty).
+///
+/// # Safety
+/// The caller must be `heap`'s owner.
+unsafe fn reclaim_full(heap: *mut Heap) {
+    // SAFETY: we own the heap and its pools.
+    unsafe {
+        let mut pool = (*heap).full;
+        while !pool.is_null() {
+            let next = (*pool).next;
+            if (*pool).collect_remote() > 0 {
+                full_remove(heap, pool);
+                if (*pool).used == 0 {
+                    release(pool);
+                } else {
+                    avail_insert(heap, pool);
+                }
+            }
+            pool = next;
+        }
+    }
+}
+
+/// The slow half of a local free: the pool was full, or is now empty.
+///
+/// # Safety
+/// The caller owns `heap` and just freed a block into `pool`, which `heap` owns.
+#[cold]
+#[inline(never)]
+pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*pool).state == PoolState::Full {
+            full_remove(heap, pool);
+            avail_insert(heap, pool);
+        }
+        // The head carries the bias, so an empty pool here is never the head.
+        if (*pool).used == 0 {
+            avail_remove(heap, pool);
+            release(pool);
+        }
+    }
+}
+
+/// Gives an empty pool back to its arena.
+///
+/// # Safety
+/// `pool` holds no live block and is on no list.
+pub unsafe fn release(pool: *mut Pool) {
+    // SAFETY: per the contract.
+    unsafe {
+        (*pool).owner.store(no_owner(), Ordering::Release);
+        arena::release_pool(pool);
+    }
+}
+
+/// Puts `pool` on its class list: as the head (taking the bias) if the list is empty, else
+/// right behind the head so the pool being allocated from stays the same.
+unsafe fn avail_insert(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: the caller owns heap and pool.
+    unsafe {
+        let class = (*pool).class as usize;
+        (*pool).state = PoolState::Avail;
+        let head = (*heap).avail[class];
+        if head == empty_pool() {
+            (*pool).prev = ptr::null_mut();
+            (*pool).next = ptr::null_mut();
+            (*pool).used += 1;
+            (*heap).avail[class] = pool;
+        } else {
+            (*pool).prev = head;
+            (*pool).next = (*head).next;
+            if !(*head).next.is_null() {
+                (*(*head).next).prev = pool;
+            }
+            (*head).next = pool;
+        }
+    }
+}
+
+/// Takes `pool` off its class list, moving the head bias if it was the head.
+unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: the caller owns heap and pool, and pool is on its class list.
+    unsafe {
+        let class = (*pool).class as usize;
+        if (*heap).avail[class] == pool {
+            (*pool).used -= 1;
+            let next = (*pool).next;
+            if next.is_null() {
+                (*heap).avail[class] = empty_pool();
+            } else {
+                (*next).prev = ptr::null_mut();
+                (*next).used += 1;
+                (*heap).avail[class] = next;
+            }
+        } else {
+            (*(*pool).prev).next = (*pool).next;
+            if !(*pool).next.is_null() {
+                (*(*pool).next).prev = (*pool).prev;
+            }
+        }
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+    }
+}
+
+unsafe fn full_push(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: the caller owns heap and pool; pool is on no list.
+    unsafe {
+        (*pool).state = PoolState::Full;
+        (*pool).prev = ptr::null_mut();
+        (*pool).next = (*heap).full;
+        if !(*heap).full.is_null() {
+            (*(*heap).full).prev = pool;
+        }
+        (*heap).full = pool;
+    }
+}
+
+unsafe fn full_remove(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: the caller owns heap and pool; pool is on the full list.
+    unsafe {
+        if (*pool).prev.is_null() {
+            (*heap).full = (*pool).next;
+        } else {
+            (*(*pool).prev).next = (*pool).next;
+        }
+        if !(*pool).next.is_null() {
+            (*(*pool).next).prev = (*pool).prev;
+        }
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+    }
+}
+
+/// Creates the calling thread's heap and registers it for thread exit.
+#[cold]
+fn attach_thread() -> *mut Heap {
+    crate::init::ensure();
+    let heap = {
+        let mut reg = REGISTRY.lock();
+        let mut h = reg.spare;
+        if h.is_null() {
+            h = map_heap_slab(&mut reg);
+        }
+        if h.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: h is a spare heap we own under the lock.
+        unsafe {
+            reg.spare = (*h).next;
+            h.write(Heap::new());
+            (*h).next = reg.live;
+            if !reg.live.is_null() {
+                (*reg.live).prev = h;
+            }
+        }
+        reg.live = h;
+        h
+    };
+    stats::global().threads_seen.add(1);
+    // TLS first: pthread_setspecific may allocate, and must find the heap in place.
+    tls::set_heap(heap);
+    tls::register_exit(heap);
+    heap
+}
+
+/// Maps a slab of heaps onto the spare list; returns the first spare or null.
+fn map_heap_slab(reg: &mut Registry) -> *mut Heap {
+    let slab = crate::os::map(HEAP_SLAB, 0) as *mut Heap;
+    if slab.is_null() {
+        return ptr::null_mut();
+    }
+    stats::global().meta_mapped.add(HEAP_SLAB);
+    let n = HEAP_SLAB / core::mem::size_of::<Heap>();
+    for i in (0..n).rev() {
+        // SAFETY: i < n heaps fit in the fresh slab.
+        unsafe {
+            let h = slab.add(i);
+            (*h).next = reg.spare;
+            reg.spare = h;
+        }
+    }
+    reg.spare
+}
+
+/// Thread exit: hands the heap's pools over and recycles the heap.
+///
+/// # Safety
+/// `heap` is the exiting thread's heap; called once, from the thread-exit key destructor.
+pub unsafe fn thread_exit(heap: *mut Heap) {
+    if heap.is_null() || heap == dead() {
+        return;
+    }
+    tls::set_heap(dead());
+    // SAFETY: the exiting thread still owns its heap.
+    unsafe { detach(heap) };
+}
+
+/// Abandons every pool of `heap` and returns it to the registry.
+///
+/// # Safety
+/// The caller owns `heap`, and no thread will use it after this.
+unsafe fn detach(heap: *mut Heap) {
+    // SAFETY: per the contract.
+    unsafe {
+        for class in 0..NUM_CLASSES {
+            while (*heap).avail[class] != empty_pool() {
+                let pool = (*heap).avail[class];
+                avail_remove(heap, pool);
+                hand_over(pool);
+            }
+        }
+        while !(*heap).full.is_null() {
+            let pool = (*heap).full;
+            full_remove(heap, pool);
+            hand_over(pool);
+        }
+        let mut reg = REGISTRY.lock();
+        reg.dead_counts.merge(&(*heap).counts);
+        if !(*heap).prev.is_null() {
+            (*(*heap).prev).next = (*heap).next;
+        } else {
+            reg.live = (*heap).next;
+        }
+        if !(*heap).next.is_null() {
+            (*(*heap).next).prev = (*heap).prev;
+        }
+        (*heap).prev = ptr::null_mut();
+        (*heap).next = reg.spare;
+        reg.spare = heap;
+    }
+}
+
+/// An exiting heap's pool, off its lists: back to the arena if empty, else abandoned.
+unsafe fn hand_over(pool: *mut Pool) {
+    // SAFETY: the caller owns the pool and it is on no list.
+    unsafe {
+        (*pool).collect_remote();
+        if (*pool).used == 0 {
+            release(pool);
+        } else {
+            remote::abandon(pool);
+        }
+    }
+}
+
+/// Gives every empty pool of the calling thread's heap back (including class heads).
+pub fn trim_current_thread() {
+    let heap = tls::heap();
+    if heap.is_null() || heap == dead() {
+        return;
+    }
+    // SAFETY: this thread owns its heap.
+    unsafe {
+        reclaim_full(heap);
+        for class in 0..NUM_CLASSES {
+            let mut pool = (*heap).avail[class];
+            while pool != empty_pool() && !pool.is_null() {
+                let next = (*pool).next;
+                (*pool).collect_remote();
+                let bias = ((*heap).avail[class] == pool) as u32;
+                if (*pool).used == bias {
+                    avail_remove(heap, pool);
+                    release(pool);
+                }
+                pool = next;
+            }
+        }
+    }
+}
+
+/// In a fork child only the forking thread survives: hand over every other thread's heap.
+///
+/// # Safety
+/// Only in the child right after fork, with all allocator locks free.
+pub unsafe fn after_fork_child() {
+    let me = tls::heap();
+    loop {
+        let victim = {
+            let reg = REGISTRY.lock();
+            let mut h = reg.live;
+            // SAFETY: live heaps are valid under the lock.
+            while !h.is_null() && h == me {
+                h = unsafe { (*h).next };
+            }
+            h
+        };
+        if victim.is_null() {
+            break;
+        }
+        // SAFETY: the victim's thread does not exist in the child; we take over its heap.
+        unsafe { detach(victim) };
+    }
+}
+
+/// Sums call counts of live threads and exited ones.
+pub fn total_counts() -> CallCounts {
+    let reg = REGISTRY.lock();
+    let mut c = reg.dead_counts;
+    let mut h = reg.live;
+    while !h.is_null() {
+        // SAFETY: live heaps are valid under the lock; counts are read racily (statistics).
+        unsafe {
+            c.merge(&ptr::read_volatile(&(*h).counts));
+            h = (*h).next;
+        }
+    }
+    // SAFETY: the orphan heap's counts, read racily like the others.
+    unsafe { c.merge(&ptr::read_volatile(&(*ORPHAN.get_unlocked()).counts)) };
+    c
+}
+
+/// Hint to `heap`'s owner that a pool of theirs received a remote free.
+///
+/// # Safety
+/// `heap` is a heap address taken from a pool's owner field (heaps are never unmapped).
+#[inline]
+pub unsafe fn hint_remote(heap: *mut Heap) {
+    // SAFETY: heaps live in never-unmapped slabs or statics.
+    let hint = unsafe { &(*heap).remote_hint };
+    if !hint.load(Ordering::Relaxed) {
+        hint.store(true, Ordering::Release);
+    }
+}
+
+pub fn lock_for_fork() {
+    ORPHAN.hold_for_fork();
+    REGISTRY.hold_for_fork();
+}
+/// # Safety
+/// Only after `lock_for_fork`.
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe {
+        REGISTRY.release_after_fork();
+        ORPHAN.release_after_fork();
+    }
+}

@@ -1,0 +1,207 @@
+//! Large blocks: requests above `POOLED_MAX` get a mapping of their own, chunk-aligned so the
+//! address map can point every chunk it covers at its header, and are unmapped on free.
+//! `realloc` resizes them with `mremap`: in place when the kernel can, otherwise by moving the
+//! pages (never copying them) into a fresh chunk-aligned reservation.
+//!
+//! Headers live in a small slab of their own (`HEADERS`), not in front of the block: the block
+//! then starts on the chunk boundary, which serves every alignment up to 4 MiB for free.
+
+use core::ptr;
+
+use crate::addr_map::{self, CHUNK_SIZE, TAG_LARGE};
+use crate::os::{self, PAGE_SIZE};
+use crate::stats;
+use crate::sync::Lock;
+
+#[repr(C)]
+pub struct Large {
+    /// Start of the mapping, which is also the pointer the program holds.
+    pub base: *mut u8,
+    /// Mapped bytes: the request rounded up to pages (`malloc_usable_size`).
+    pub size: usize,
+    next_spare: *mut Large,
+}
+
+struct Headers {
+    spare: *mut Large,
+}
+// SAFETY: headers are only handed out and taken back under the lock.
+unsafe impl Send for Headers {}
+
+static HEADERS: Lock<Headers> = Lock::new(Headers { spare: ptr::null_mut() });
+const HEADER_SLAB: usize = 64 * 1024;
+
+fn new_header() -> *mut Large {
+    let mut h = HEADERS.lock();
+    if h.spare.is_null() {
+        let slab = os::map(HEADER_SLAB, 0) as *mut Large;
+        if slab.is_null() {
+            return ptr::null_mut();
+        }
+        stats::global().meta_mapped.add(HEADER_SLAB);
+        for i in (0..HEADER_SLAB / core::mem::size_of::<Large>()).rev() {
+            // SAFETY: i is within the fresh slab.
+            unsafe {
+                (*slab.add(i)).next_spare = h.spare;
+                h.spare = slab.add(i);
+            }
+        }
+    }
+    let l = h.spare;
+    // SAFETY: spare headers are ours under the lock.
+    h.spare = unsafe { (*l).next_spare };
+    l
+}
+
+fn drop_header(l: *mut Large) {
+    let mut h = HEADERS.lock();
+    // SAFETY: the header is no longer referenced by the address map.
+    unsafe { (*l).next_spare = h.spare };
+    h.spare = l;
+}
+
+/// Rounds `size` up to pages; None if that overflows or exceeds what mmap can give.
+fn mapped_size(size: usize) -> Option<usize> {
+    let s = size.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1);
+    if s > isize::MAX as usize / 2 {
+        None
+    } else {
+        Some(s.max(PAGE_SIZE))
+    }
+}
+
+/// A fresh zeroed block of at least `size` bytes aligned to `align` (a power of two).
+/// Null on exhaustion (the caller sets errno).
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let Some(len) = mapped_size(size) else {
+        return ptr::null_mut();
+    };
+    let base = os::map_aligned(len, align.max(CHUNK_SIZE));
+    if base.is_null() {
+        return ptr::null_mut();
+    }
+    let l = new_header();
+    if l.is_null() {
+        // SAFETY: base is our fresh mapping.
+        unsafe { os::unmap(base, len) };
+        return ptr::null_mut();
+    }
+    // SAFETY: l is a header we own.
+    unsafe {
+        (*l).base = base;
+        (*l).size = len;
+    }
+    if !addr_map::register(base as usize, len, l as usize | TAG_LARGE) {
+        // SAFETY: as above.
+        unsafe { os::unmap(base, len) };
+        drop_header(l);
+        return ptr::null_mut();
+    }
+    let g = stats::global();
+    g.large_live.add(1);
+    g.large_bytes.add(len);
+    g.bytes_mapped.add(len);
+    base
+}
+
+/// The header behind an address-map entry tagged large.
+#[inline]
+pub fn header(entry: usize) -> *mut Large {
+    (entry & !TAG_LARGE) as *mut Large
+}
+
+/// Frees the large block at `p`.
+///
+/// # Safety
+/// `l` is the header the address map gives for `p`.
+pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
+    // SAFETY: l is a live header (the map pointed at it).
+    unsafe {
+        if (*l).base as usize != p {
+            crate::diag::fatal(api, "invalid pointer (inside a large block)", p);
+        }
+        let (base, len) = ((*l).base, (*l).size);
+        addr_map::unregister(base as usize, len);
+        os::unmap(base, len);
+        drop_header(l);
+        let g = stats::global();
+        g.large_live.sub(1);
+        g.large_bytes.sub(len);
+        g.bytes_mapped.sub(len);
+        g.bytes_returned.add(len);
+    }
+}
+
+/// Resizes the large block at `p` to hold `size` bytes (more than `POOLED_MAX`). Returns the
+/// block's new address, or null (block untouched) on exhaustion.
+///
+/// # Safety
+/// `l` is the header the address map gives for `p`, and `p` is its base.
+pub unsafe fn resize(l: *mut Large, size: usize) -> *mut u8 {
+    let Some(new_len) = mapped_size(size) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: l is live and ours (the caller is reallocating its block).
+    unsafe {
+        let (base, old_len) = ((*l).base, (*l).size);
+        if new_len == old_len {
+            return base;
+        }
+        let g = stats::global();
+        if new_len < old_len || os::remap_in_place(base, old_len, new_len) {
+            if new_len < old_len {
+                os::remap_in_place(base, old_len, new_len);
+                addr_map::unregister(base as usize, old_len);
+            }
+            if !addr_map::register(base as usize, new_len, l as usize | TAG_LARGE) {
+                crate::diag::internal_error("address map refused a range it covered before");
+            }
+            (*l).size = new_len;
+            g.large_mremaps.add(1);
+            account_resize(old_len, new_len);
+            return base;
+        }
+        // Move the pages into a new chunk-aligned reservation (no copy), then fix the map.
+        let dest = os::map_aligned(new_len, CHUNK_SIZE);
+        if dest.is_null() {
+            return ptr::null_mut();
+        }
+        if !addr_map::register(dest as usize, new_len, l as usize | TAG_LARGE) {
+            os::unmap(dest, new_len);
+            return ptr::null_mut();
+        }
+        if !os::remap_to(base, old_len, new_len, dest) {
+            addr_map::unregister(dest as usize, new_len);
+            os::unmap(dest, new_len);
+            return ptr::null_mut();
+        }
+        addr_map::unregister(base as usize, old_len);
+        (*l).base = dest;
+        (*l).size = new_len;
+        g.large_mremaps.add(1);
+        account_resize(old_len, new_len);
+        dest
+    }
+}
+
+fn account_resize(old_len: usize, new_len: usize) {
+    let g = stats::global();
+    if new_len > old_len {
+        g.large_bytes.add(new_len - old_len);
+        g.bytes_mapped.add(new_len - old_len);
+    } else {
+        g.large_bytes.sub(old_len - new_len);
+        g.bytes_mapped.sub(old_len - new_len);
+        g.bytes_returned.add(old_len - new_len);
+    }
+}
+
+pub fn lock_for_fork() {
+    HEADERS.hold_for_fork();
+}
+/// # Safety
+/// Only after `lock_for_fork`.
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded contract.
+    unsafe { HEADERS.release_after_fork() };
+}

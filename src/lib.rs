@@ -1,0 +1,71 @@
+//! # poolmalloc
+//!
+//! A malloc replacement built on CPython's obmalloc design (arenas → pools → blocks), made
+//! general: thread-safe without a global lock, sizes beyond 512 bytes, alignment, and memory
+//! returned to the OS under a long-running program's churn.
+//!
+//! ## The picture
+//! ```text
+//!  address map (radix tree, 4 MiB chunks) ──▶ arena header (out of band)
+//!                                               │ pools[i] descriptors
+//!  arena: 4 MiB, 4 MiB-aligned mapping          ▼
+//!  ┌──────────┬──────────┬──────────┬─────┬──────────┐
+//!  │ pool 0   │ pool 1   │ pool 2   │ ... │ pool N-1 │   pools of one size: 16K/128K/1M
+//!  └──────────┴──────────┴──────────┴─────┴──────────┘
+//!  pool: ┌────┬────┬────┬────┬───────────────────────┐
+//!        │blk │blk │blk │blk │ not yet carved        │   blocks of one size class
+//!        └────┴────┴────┴────┴───────────────────────┘
+//!  large block (> 128 KiB): its own chunk-aligned mapping, header out of band
+//! ```
+//! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512, then four per
+//! power of two up to 128 KiB, in pools of 16 KiB, 128 KiB or 1 MiB (at least 8 blocks each).
+//!
+//! ## Threads
+//! Each thread owns a heap (`heap`) holding, per class, a list of pools it allocates from.
+//! malloc pops the head pool's free list and free pushes on it: plain loads and stores, no
+//! lock, no atomic read-modify-write. A block freed by another thread goes on its pool's
+//! atomic `thread_free` list (`remote`), which the owner collects in bulk on its slow path.
+//! When a thread exits, its pools with live blocks are abandoned to a global list and adopted
+//! by heaps that need pools of that class; empty ones go back to their arena.
+//!
+//! ## Pool states (see `pool`)
+//! Free (in its arena) → Avail (in a heap's class list) ⇄ Full (in the heap's full list);
+//! Avail/Full → Abandoned when the owner exits → Avail when adopted; Avail → Free when the
+//! last block comes back (unless it is the pool being allocated from).
+//!
+//! ## Memory back to the OS (`arena`)
+//! Free pools are *dirty* until discarded with `MADV_DONTNEED`, which happens when dirty bytes
+//! exceed `POOLMALLOC_PURGE_BYTES`; an arena whose pools are all free is unmapped (one is kept
+//! in reserve); large blocks are unmapped on free; `malloc_trim(0)` gives back everything.
+//!
+//! ## Bad pointers
+//! The address map tells our memory from anyone else's without touching the pointer's memory;
+//! a pointer that does not start a carved block, or a block that already carries the freed-key,
+//! aborts with a message naming the function and the address.
+//!
+//! ## Layering (each module uses only those listed after it)
+//! `ffi` → `alloc` → `heap` → `remote` → `large` → `arena` → `pool` → `addr_map` →
+//! `size_class`, with `init`, `options`, `report`, `stats`, `tls`, `sync`, `diag` and `os`
+//! usable from all. Only `os` makes system calls.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::missing_safety_doc)]
+
+pub mod addr_map;
+pub mod alloc;
+pub mod arena;
+pub mod diag;
+pub mod ffi;
+pub mod heap;
+pub mod init;
+pub mod large;
+pub mod options;
+pub mod os;
+pub mod pool;
+pub mod remote;
+pub mod report;
+pub mod size_class;
+pub mod stats;
+pub mod sync;
+pub mod tls;

@@ -1,0 +1,411 @@
+//! Pools: a run of memory carved into blocks of one size class, and the descriptor that tracks
+//! them. Pool descriptors live in their arena's header (out of band), so a pool's memory holds
+//! nothing but blocks and a stray write past a block cannot corrupt allocator state.
+//!
+//! ## Block accounting (the invariant every path keeps)
+//! ```text
+//! capacity = carved + uncarved
+//! carved   = used + len(free) + len(thread_free)      (blocks cut from the pool so far)
+//! used     = blocks handed to the program that have not come back through `free` or
+//!            a collection of `thread_free`
+//! ```
+//! `free` is the owner's list: only the owning thread touches it, with plain loads and stores.
+//! `thread_free` is where other threads push the blocks they free (a CAS loop, Release); the
+//! owner takes the whole list at once with a swap (Acquire) and splices it onto `free`.
+//! The pool is empty when `used == 0` after collecting; only then may it leave its heap.
+//!
+//! ## States
+//! ```text
+//!  Free ──acquire──▶ Avail ◀──────free a block──────── Full
+//!   ▲                 │  └──no free block, none to carve──▶┘
+//!   └──release (used == 0)
+//!  Avail/Full ──thread exits──▶ Abandoned ──adopted──▶ Avail
+//! ```
+//! A freed block carries `FREED_KEY` in its second word, so that freeing it again is noticed
+//! by a single compare on the path that already writes that cache line (glibc's tcache `key`
+//! idea); allocation clears it.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::heap::Heap;
+
+/// A free block: the first two words of its memory.
+#[repr(C)]
+pub struct Block {
+    pub next: *mut Block,
+    pub key: usize,
+}
+
+/// Per-process random value stored in freed blocks (see the module comment).
+pub static FREED_KEY: AtomicUsize = AtomicUsize::new(0x5eed_f4ee_b10c_0001);
+
+#[inline(always)]
+pub fn freed_key() -> usize {
+    FREED_KEY.load(Ordering::Relaxed)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum PoolState {
+    /// On its arena's free list; `block_size == 0`.
+    Free,
+    /// In its owner heap's list for its class: may have free blocks.
+    Avail,
+    /// In its owner heap's full list: had no free block when last looked at.
+    Full,
+    /// Its owner thread exited; waiting in the abandoned list for adoption.
+    Abandoned,
+}
+
+/// Bytes carved per refill: a page's worth, so a fresh pool is touched page by page.
+const CARVE_BYTES: usize = 4096;
+
+#[repr(C)]
+pub struct Pool {
+    // ---- read on every malloc/free: keep together ----
+    /// The owner's free list.
+    pub free: *mut Block,
+    /// Blocks out in the program (see the module invariant).
+    pub used: u32,
+    /// Block size in bytes; 0 while the pool is `Free`.
+    pub block_size: u32,
+    /// The heap whose thread owns this pool; null when Free or Abandoned. Written by the owner
+    /// or adopter (Release), read by any freeing thread (Acquire) to tell local from remote.
+    pub owner: AtomicPtr<Heap>,
+    /// First byte of the pool's memory.
+    pub start: *mut u8,
+    /// `offset * div_mul` rotated right by `div_rot` is the block index when `offset` is a
+    /// multiple of `block_size`, and a huge number otherwise (exact division by a constant).
+    pub div_mul: u64,
+    pub div_rot: u32,
+    /// Number of blocks the pool holds.
+    pub capacity: u32,
+    pub state: PoolState,
+    /// Size class of the blocks (valid when not Free).
+    pub class: u8,
+    /// Bytes of this pool the program may have touched since it was last discarded.
+    pub dirty: bool,
+    /// Blocks carved so far (`carved` in the invariant).
+    pub carved: u32,
+    // ---- other threads' frees ----
+    pub thread_free: AtomicPtr<Block>,
+    // ---- list links (heap class list, heap full list, arena free list, abandoned list) ----
+    pub next: *mut Pool,
+    pub prev: *mut Pool,
+    /// The arena whose header holds this descriptor.
+    pub arena: *mut crate::arena::Arena,
+    /// Index of this pool in its arena.
+    pub index: u32,
+}
+
+// SAFETY: the raw pointers inside are only dereferenced under the ownership rules in the
+// module comment (owner thread, arena lock or abandoned-list lock).
+unsafe impl Sync for Pool {}
+// SAFETY: as above.
+unsafe impl Send for Pool {}
+
+/// Modular inverse of an odd `d` modulo 2^64 (Newton's iteration, 5 steps from 3 correct bits).
+const fn inverse_odd(d: u64) -> u64 {
+    let mut x = d; // correct to 3 bits for odd d
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+impl Pool {
+    /// A descriptor for no pool at all: `free` is null, so the malloc fast path falls through
+    /// to the slow path without a separate "is there a pool" test.
+    pub const EMPTY: Pool = Pool {
+        free: ptr::null_mut(),
+        used: 0,
+        block_size: 0,
+        owner: AtomicPtr::new(ptr::null_mut()),
+        start: ptr::null_mut(),
+        div_mul: 0,
+        div_rot: 0,
+        capacity: 0,
+        state: PoolState::Free,
+        class: 0,
+        dirty: false,
+        carved: 0,
+        thread_free: AtomicPtr::new(ptr::null_mut()),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+        arena: ptr::null_mut(),
+        index: 0,
+    };
+
+    /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
+    pub fn format(&mut self, class: usize, pool_size: usize) {
+        let size = crate::size_class::class_size(class);
+        let tz = size.trailing_zeros();
+        self.block_size = size as u32;
+        self.class = class as u8;
+        self.capacity = (pool_size / size) as u32;
+        self.div_rot = tz;
+        self.div_mul = inverse_odd((size >> tz) as u64);
+        self.free = ptr::null_mut();
+        self.used = 0;
+        self.carved = 0;
+        self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
+        self.dirty = true;
+    }
+
+    /// The index of the block starting at `p`, or `None` if `p` is not the start of a block
+    /// of this pool (an interior or out-of-range pointer).
+    #[inline(always)]
+    pub fn block_index(&self, p: usize) -> Option<u32> {
+        let offset = p.wrapping_sub(self.start as usize) as u64;
+        let q = offset.wrapping_mul(self.div_mul).rotate_right(self.div_rot);
+        if q < self.carved as u64 {
+            Some(q as u32)
+        } else {
+            None
+        }
+    }
+
+    /// Takes a block from the owner's free list; null if it is empty.
+    ///
+    /// # Safety
+    /// Only the owner thread (or a holder of the abandoned-list lock) may call this.
+    #[inline(always)]
+    pub unsafe fn pop(&mut self) -> *mut Block {
+        let b = self.free;
+        if !b.is_null() {
+            // SAFETY: blocks on `free` are carved blocks of this pool, not in use: we own them.
+            unsafe {
+                self.free = (*b).next;
+                (*b).key = 0;
+            }
+            self.used += 1;
+        }
+        b
+    }
+
+    /// Puts `b` back on the owner's free list.
+    ///
+    /// # Safety
+    /// `b` must be a block of this pool that is in use; only the owner thread may call this.
+    #[inline(always)]
+    pub unsafe fn push_local(&mut self, b: *mut Block) {
+        // SAFETY: the caller hands the block back to us; it is ours to write.
+        unsafe {
+            (*b).next = self.free;
+            (*b).key = freed_key();
+        }
+        self.free = b;
+        self.used -= 1;
+    }
+
+    /// Pushes `b` on the pool's thread_free list; any thread may call this.
+    ///
+    /// # Safety
+    /// `b` must be a block of this pool that is in use and is being freed by this call.
+    pub unsafe fn push_remote(&self, b: *mut Block) {
+        // SAFETY: the block is being freed; nobody else writes it until the owner collects it.
+        unsafe { (*b).key = freed_key() };
+        let mut head = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: as above.
+            unsafe { (*b).next = head };
+            // Release: the owner that swaps the list out must see `next` and `key` written.
+            match self.thread_free.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Moves the blocks other threads freed onto the owner's list; returns how many.
+    ///
+    /// # Safety
+    /// Only the owner thread (or a holder of the abandoned-list lock) may call this.
+    pub unsafe fn collect_remote(&mut self) -> u32 {
+        if self.thread_free.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        // Acquire pairs with the Release of push_remote.
+        let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut n = 1u32;
+        let mut tail = head;
+        // SAFETY: every block on the swapped-out list was pushed whole by push_remote and now
+        // belongs to us alone.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                n += 1;
+            }
+            (*tail).next = self.free;
+        }
+        self.free = head;
+        self.used -= n;
+        n
+    }
+
+    /// Cuts up to a page's worth of fresh blocks onto the free list; false if none are left.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this; the pool must be formatted.
+    pub unsafe fn carve(&mut self) -> bool {
+        let left = self.capacity - self.carved;
+        if left == 0 {
+            return false;
+        }
+        let size = self.block_size as usize;
+        let n = left.min((CARVE_BYTES / size).max(1) as u32);
+        // SAFETY: blocks carved..carved+n lie inside the pool's memory, which we own.
+        unsafe {
+            let first = self.start.add(self.carved as usize * size);
+            let mut b = first;
+            for _ in 1..n {
+                let next = b.add(size);
+                (*(b as *mut Block)).next = next as *mut Block;
+                b = next;
+            }
+            (*(b as *mut Block)).next = self.free;
+            self.free = first as *mut Block;
+        }
+        self.carved += n;
+        true
+    }
+
+    /// Does the owner's free list or thread_free list hold `b`? (Used only to confirm a
+    /// suspected double free, so a linear walk is fine.)
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn holds_free_block(&self, b: *mut Block) -> bool {
+        let mut lists = [self.free, self.thread_free.load(Ordering::Acquire)];
+        for head in lists.iter_mut() {
+            let mut cur = *head;
+            let mut steps = 0u32;
+            while !cur.is_null() && steps <= self.capacity {
+                if cur == b {
+                    return true;
+                }
+                // SAFETY: blocks on these lists are free blocks of this pool.
+                cur = unsafe { (*cur).next };
+                steps += 1;
+            }
+        }
+        false
+    }
+
+    /// Bytes of the pool from its start to the end of its carved blocks.
+    pub fn carved_bytes(&self) -> usize {
+        self.carved as usize * self.block_size as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::{class_size, NUM_CLASSES};
+
+    fn test_pool(class: usize, mem: &mut [u8]) -> Pool {
+        let mut p = Pool::EMPTY;
+        p.start = mem.as_mut_ptr();
+        p.format(class, mem.len());
+        p
+    }
+
+    #[test]
+    fn block_index_accepts_exactly_the_block_starts() {
+        for class in 0..NUM_CLASSES {
+            let size = class_size(class);
+            let pool_size = 1usize << crate::size_class::POOL_SHIFT[crate::size_class::pool_kind(class)];
+            let mut p = Pool::EMPTY;
+            p.start = 0x10_0000_0000 as *mut u8;
+            p.format(class, pool_size);
+            p.carved = p.capacity;
+            let start = p.start as usize;
+            for off in (0..pool_size + 64).step_by(16) {
+                let expect = off % size == 0 && off / size < p.capacity as usize;
+                assert_eq!(p.block_index(start + off).is_some(), expect, "class {class} off {off}");
+                if expect {
+                    assert_eq!(p.block_index(start + off), Some((off / size) as u32));
+                }
+            }
+            assert_eq!(p.block_index(start - 16), None);
+            assert_eq!(p.block_index(start + 8), None);
+        }
+    }
+
+    #[test]
+    fn uncarved_blocks_are_not_valid_yet() {
+        let mut mem = vec![0u8; 16384];
+        let mut p = test_pool(3, &mut mem);
+        let start = p.start as usize;
+        assert_eq!(p.block_index(start), None);
+        unsafe { assert!(p.carve()) };
+        assert_eq!(p.block_index(start), Some(0));
+        assert_eq!(p.block_index(start + p.carved_bytes()), None);
+    }
+
+    #[test]
+    fn carving_pop_push_keep_the_invariant() {
+        let mut mem = vec![0u8; 16384];
+        let mut p = test_pool(1, &mut mem); // 32-byte blocks, 512 of them
+        let mut got = Vec::new();
+        unsafe {
+            loop {
+                let b = p.pop();
+                if b.is_null() {
+                    if !p.carve() {
+                        break;
+                    }
+                    continue;
+                }
+                got.push(b);
+            }
+        }
+        assert_eq!(got.len(), p.capacity as usize);
+        assert_eq!(p.used, p.capacity);
+        let mut sorted: Vec<usize> = got.iter().map(|&b| b as usize).collect();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), got.len(), "a block was handed out twice");
+        for &b in &got {
+            assert!(p.block_index(b as usize).is_some());
+        }
+        unsafe {
+            for &b in &got[..100] {
+                p.push_local(b);
+            }
+            for &b in &got[100..] {
+                p.push_remote(b);
+            }
+            assert!(p.holds_free_block(got[0]));
+            assert!(p.holds_free_block(got[300]));
+            assert_eq!(p.collect_remote(), p.capacity - 100);
+        }
+        assert_eq!(p.used, 0);
+    }
+
+    #[test]
+    fn freed_blocks_carry_the_key_and_allocated_ones_do_not() {
+        let mut mem = vec![0u8; 16384];
+        let mut p = test_pool(0, &mut mem);
+        unsafe {
+            p.carve();
+            let b = p.pop();
+            assert_ne!((*b).key, freed_key());
+            p.push_local(b);
+            assert_eq!((*b).key, freed_key());
+            let again = p.pop();
+            assert_eq!(again, b);
+            assert_eq!((*b).key, 0);
+        }
+    }
+
+    #[test]
+    fn inverse_is_an_inverse() {
+        for d in (1u64..5000).step_by(2) {
+            assert_eq!(d.wrapping_mul(inverse_odd(d)), 1);
+        }
+    }
+}

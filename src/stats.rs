@@ -1,0 +1,82 @@
+//! Counters of what the allocator did, cheap enough to keep always.
+//!
+//! Global counters are atomics touched only on slow paths (arenas, pools, large mappings).
+//! Per-call counts live in each thread's heap as plain integers (see `heap::CallCounts`) and are
+//! merged into `GlobalStats::dead_threads` when the thread exits.
+
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// A gauge that remembers its highest value.
+pub struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    pub const fn new() -> Self {
+        Gauge { now: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+    }
+    #[inline]
+    pub fn add(&self, n: usize) {
+        let v = self.now.fetch_add(n, Relaxed) + n;
+        if v > self.peak.load(Relaxed) {
+            self.peak.fetch_max(v, Relaxed);
+        }
+    }
+    #[inline]
+    pub fn sub(&self, n: usize) {
+        self.now.fetch_sub(n, Relaxed);
+    }
+    pub fn get(&self) -> usize {
+        self.now.load(Relaxed)
+    }
+    pub fn peak(&self) -> usize {
+        self.peak.load(Relaxed)
+    }
+}
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct GlobalStats {
+    pub arenas_allocated: Gauge,
+    pub arenas_reclaimed: Gauge,
+    pub arenas_current: Gauge,
+    pub pools_in_use: Gauge,
+    /// Bytes of arenas and large blocks currently mapped.
+    pub bytes_mapped: Gauge,
+    /// Bytes mapped for headers, map leaves and heaps (never unmapped).
+    pub meta_mapped: Gauge,
+    /// Bytes unmapped or discarded over the run.
+    pub bytes_returned: Gauge,
+    pub large_live: Gauge,
+    pub large_bytes: Gauge,
+    pub large_mremaps: Gauge,
+    pub threads_seen: Gauge,
+    pub pools_abandoned: Gauge,
+    pub pools_adopted: Gauge,
+}
+
+static GLOBAL: GlobalStats = GlobalStats {
+    arenas_allocated: Gauge::new(),
+    arenas_reclaimed: Gauge::new(),
+    arenas_current: Gauge::new(),
+    pools_in_use: Gauge::new(),
+    bytes_mapped: Gauge::new(),
+    meta_mapped: Gauge::new(),
+    bytes_returned: Gauge::new(),
+    large_live: Gauge::new(),
+    large_bytes: Gauge::new(),
+    large_mremaps: Gauge::new(),
+    threads_seen: Gauge::new(),
+    pools_abandoned: Gauge::new(),
+    pools_adopted: Gauge::new(),
+};
+
+#[inline]
+pub fn global() -> &'static GlobalStats {
+    &GLOBAL
+}
