@@ -255,6 +255,9 @@ if selected callgrind; then
                 "$(awk -v a="$ptot" -v b="$tot" -v n="$pn" 'BEGIN { printf "%.1f", (a - b) / n }')" >>"$CGRESULTS"
         done < <(grep '^CG ' "$d/labels")
     done
+    for a in "${ALLOCS[@]}"; do
+        printf 'callgrind\t%s\t1\tNA\tNA\t%s\t-\n' "$a" "$([ -n "${FAILED["callgrind $a"]:-}" ] && echo 1 || echo 0)" >>"$RESULTS"
+    done
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ static void warmup(int pattern, size_t size)
         }
         for (int k = 0; k < BATCH; k++) {
             int i = pattern == LIFO ? BATCH - 1 - k : k;
-            verify(slots[i], size, (uint64_t)i, "warm-up block");
+            verify(slots[i], size, (uint64_t)i, pattern == PAIR ? "warm-up before pair" : pattern == LIFO ? "warm-up before lifo" : "warm-up before fifo");
             free(slots[i]);
         }
     }
