@@ -326,7 +326,7 @@ unsafe fn purge_all(a: &mut Arenas) {
             let mut run_len = 0usize;
             for i in 0..(*arena).npools as usize {
                 let pool = (*arena).pools.as_mut_ptr().add(i);
-                if (*pool).dirty {
+                if (*pool).dirty && (*pool).state == PoolState::Free {
                     (*pool).dirty = false;
                     a.dirty_bytes -= size;
                     if run_len == 0 {

@@ -84,7 +84,7 @@ pub struct Pool {
     pub state: PoolState,
     /// Size class of the blocks (valid when not Free).
     pub class: u8,
-    /// Bytes of this pool the program may have touched since it was last discarded.
+    /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
     pub dirty: bool,
     /// Blocks carved so far (`carved` in the invariant).
     pub carved: u32,
@@ -152,7 +152,6 @@ impl Pool {
         self.used = 0;
         self.carved = 0;
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
-        self.dirty = true;
     }
 
     /// The index of the block starting at `p`, or `None` if `p` is not the start of a block
