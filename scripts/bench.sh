@@ -294,7 +294,7 @@ pm_rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "no commit
     --meta "command=$CMDLINE" --meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
     --meta "nproc=$(nproc)" --meta "cpu=$cpu" --meta "kernel=$(uname -r)" --meta "glibc=$glibc_ver" \
     --meta "peers=${peer_versions%; }" --meta "poolmalloc=$pm_rev" --meta "rounds=$ROUNDS" \
-    --meta "mode=$([ $QUICK = 1 ] && echo quick || echo full)" ||
+    --meta "mode=$([ $QUICK = 1 ] && echo quick || echo full)" --meta "partial=$([ $FULL_SET = 1 ] && echo no || echo yes)" ||
     { log "report.py failed"; FAILED["report -"]=1; }
 log "markdown: ${MD#"$ROOT"/}, chart: ${PNG#"$ROOT"/}, raw data: ${DATA#"$ROOT"/}/"
 

@@ -296,6 +296,15 @@ def main():
     L.append("Every benchmark is run under each allocator by `LD_PRELOAD` (glibc: none), interleaved "
              "(glibc, jemalloc, tcmalloc, mimalloc, poolmalloc, then again), and checks its own results.")
     L.append("")
+    L.append("How to run: `scripts/bench.sh` (full: every benchmark, 5 rounds, callgrind; about 10 "
+             "minutes on 2 cores; rewrites this file), `scripts/bench.sh --quick` (smoke run, under 3 "
+             "minutes, fails on any crash or wrong result), `--only larson-8,cxx-1`, `--rounds N`, "
+             "`--callgrind`, `--peers-only`, `--no-build`; `scripts/bench.sh --help` for all.")
+    L.append("")
+    if meta.get("mode") == "quick" or meta.get("partial") == "yes":
+        L.append("**These figures come from a quick or partial run: tiny sizes, few rounds. They show "
+                 "that everything runs and checks out, not how fast it is.**")
+        L.append("")
     L.append("## Machine and run")
     L.append("")
     for k, label in [("date", "date"), ("command", "command"), ("mode", "mode"), ("rounds", "rounds"),
