@@ -245,7 +245,8 @@ def chart(path, runs, order, cg, cg_order, allocs, ref):
         ax.set_yscale("log")
         fmt = matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v)
         ax.yaxis.set_major_formatter(fmt)
-        ax.yaxis.set_minor_formatter(fmt)
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: "%g" % v if v > 0 and round(v / 10 ** math.floor(math.log10(v)), 3) in (2, 5) else ""))
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
