@@ -6,7 +6,7 @@
 # every benchmark under each allocator by LD_PRELOAD, interleaved (A B C D E, A B C D E, ...),
 # for several rounds, and reports the median wall time and peak RSS of each, with each peer's
 # ratio to poolmalloc. Then counts instructions per malloc+free pair with callgrind.
-# A full run (all benchmarks, poolmalloc present) rewrites BENCHMARKS.md, the chart
+# A full run (all benchmarks, 5+ rounds, poolmalloc present) rewrites BENCHMARKS.md, the chart
 # scripts/bench/ratios.png and the raw data in scripts/bench/results/; other runs write
 # them under scripts/bench/build/report/.
 #
@@ -263,7 +263,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Report: table on stdout, markdown, chart.
 FULL_SET=0
-if [ $QUICK = 0 ] && [ -z "$ONLY" ] && [ $CG_ONLY = 0 ] && [ $CALLGRIND = 1 ] && [ $PEERS_ONLY = 0 ]; then FULL_SET=1; fi
+if [ $QUICK = 0 ] && [ "$ROUNDS" -ge 5 ] && [ -z "$ONLY" ] && [ $CG_ONLY = 0 ] && [ $CALLGRIND = 1 ] && [ $PEERS_ONLY = 0 ]; then FULL_SET=1; fi
 if [ $FULL_SET = 1 ] || [ $WRITE_MD = 1 ]; then
     MD=$ROOT/BENCHMARKS.md PNG=$SRC/ratios.png DATA=$SRC/results
 else
