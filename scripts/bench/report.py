@@ -162,6 +162,25 @@ def build_tables(runs, order, cg, cg_order, allocs, ref):
         for k in r["metrics"]:
             if k not in metric_names:
                 metric_names.append(k)
+    # per-size timings of the pairs benchmarks: one table, a row per size
+    pair_sizes = sorted({int(m[len("pair_ns_"):]) for m in metric_names if m.startswith("pair_ns_")})
+    if pair_sizes:
+        rows = []
+        for size in pair_sizes:
+            m = "pair_ns_%d" % size
+            b = next((b for b in order if any(m in runs.get((b, a), {"metrics": {}})["metrics"] for a in allocs)), None)
+            if b is None:
+                continue
+            refv = value(runs, b, ref, m)
+            row = ["%s %d" % (b, size)]
+            for a in allocs:
+                r = runs.get((b, a))
+                row.append(fmt_cell(value(runs, b, a, m), refv, lambda x: "%.1f" % x, a == ref,
+                                    r is not None and r["fail"]))
+            rows.append(row)
+        tables.append(("Nanoseconds per malloc+free pair, by size (medians)", ["benchmark size"] + allocs, rows,
+                       "pair_ns"))
+    metric_names = [m for m in metric_names if not m.startswith("pair_ns_")]
     for m in metric_names:
         rows = []
         for b in order:
@@ -328,6 +347,10 @@ def main():
         if what == "rss_after_free_kb":
             L.append("RSS of the frag benchmark after freeing 90% of its blocks (plus 100 ms and 1000 small "
                      "malloc/free pairs), read from /proc/self/statm.")
+            L.append("")
+        if what == "pair_ns":
+            L.append("Timed inside the pairs benchmarks, size by size (each power of two and sizes just "
+                     "below it), including the 8-byte pattern writes and checks.")
             L.append("")
         if what == "cg":
             L.append("pair: malloc then free at once; lifo / fifo: batches of 1000 mallocs, freed newest / "
