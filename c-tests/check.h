@@ -8,6 +8,7 @@
  *   POOLMALLOC_TEST_STRICT=1   the allocator under test is poolmalloc: assert its own targets
  *                              (messages, RSS release, C17 aligned_alloc, ...) too.
  *   POOLMALLOC_TEST_MODE       "preload", "direct" or "system" (informational).
+ *   POOLMALLOC_TEST_LIB        path of the library under test (strict mode).
  */
 #ifndef POOLMALLOC_CHECK_H
 #define POOLMALLOC_CHECK_H
@@ -213,19 +214,43 @@ static inline int all_zero(const void *p, size_t n)
     return acc == 0;
 }
 
+/* File name of the library under test: the basename of $POOLMALLOC_TEST_LIB (set by the
+ * script), or "poolmalloc". */
+static inline const char *allocator_lib_name(void)
+{
+    const char *s = getenv("POOLMALLOC_TEST_LIB");
+    if (s == NULL || *s == 0)
+        return "poolmalloc";
+    const char *slash = strrchr(s, '/');
+    return slash ? slash + 1 : s;
+}
+
+/* Does the code at `fn` belong to the library under test? */
+static inline int in_allocator_lib(const void *fn, const char **where)
+{
+    Dl_info info;
+    memset(&info, 0, sizeof info);
+    if (dladdr(fn, &info) == 0 || info.dli_fname == NULL) {
+        *where = "(dladdr failed)";
+        return 0;
+    }
+    *where = info.dli_fname;
+    return strstr(info.dli_fname, allocator_lib_name()) != NULL;
+}
+
 /* In strict mode, prove that the malloc this program calls really is poolmalloc's (a mistyped
  * LD_PRELOAD path only makes ld.so print a warning and carry on with glibc). */
 static inline void require_allocator_active(void)
 {
     if (!strict_mode())
         return;
-    Dl_info info;
     void *(*volatile m)(size_t) = malloc;
-    memset(&info, 0, sizeof info);
-    CHECK(dladdr((void *)m, &info) != 0 && info.dli_fname != NULL,
-          "dladdr(malloc) failed");
-    CHECK(strstr(info.dli_fname, "poolmalloc") != NULL,
-          "malloc resolves to %s, not poolmalloc (mode %s)", info.dli_fname, test_mode());
+    void (*volatile f)(void *) = free;
+    const char *where;
+    CHECK(in_allocator_lib((const void *)m, &where), "malloc resolves to %s, not %s (mode %s)",
+          where, allocator_lib_name(), test_mode());
+    CHECK(in_allocator_lib((const void *)f, &where), "free resolves to %s, not %s (mode %s)",
+          where, allocator_lib_name(), test_mode());
 }
 
 #endif

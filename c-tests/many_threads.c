@@ -5,8 +5,9 @@
  * running).  Each thread also allocates from a thread_local destructor (__cxa_thread_atexit_impl,
  * the C++ thread_local mechanism) and from a pthread_key destructor that re-arms itself so it
  * runs in three destructor rounds, i.e. after the allocator's own per-thread teardown has run.
- * Finally, with everything freed, RSS must be back within one wave's worth of memory of the
- * baseline: a leak of per-thread heaps would grow with the 5000 threads, not with the wave size.
+ * Finally, with everything freed, RSS must be back within two waves' worth of memory of the
+ * baseline taken before the first thread: a leak of per-thread heaps would grow with the 5000
+ * threads, not with the wave size.
  * argv: [threads] [wave]. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -218,12 +219,15 @@ int main(int argc, char **argv)
     int waves = (threads + wave - 1) / wave;
     unsigned long freed = 0;
 
-    /* Warm-up wave: thread stacks, glibc's stack cache, allocator metadata all get created and
-     * counted in the baseline. */
-    run_waves(states, threads, wave, 0, 1, &freed);
+    /* Baseline before any thread exists (the state table above is already touched). */
+    free(malloc(64));
+    printf("many_threads: %d threads in waves of %d\n", threads, wave);
+    fflush(stdout);
     size_t baseline = rss_bytes();
 
-    run_waves(states, threads, wave, 1, waves, &freed);
+    run_waves(states, threads, wave, 0, waves / 2, &freed);
+    size_t mid = rss_bytes();
+    run_waves(states, threads, wave, waves / 2, waves, &freed);
     size_t after = rss_bytes();
 
     unsigned long expect = (unsigned long)threads * (BLOCKS / 2 + 1 + KEY_ROUNDS);
@@ -232,16 +236,21 @@ int main(int argc, char **argv)
     /* Bound: at most two waves of program data are live at any moment (a running wave, each
      * thread at its peak of per_thread_bytes, plus the previous wave's handed-over half).  An
      * allocator may legitimately keep that much cached for reuse, plus a fixed 16 MiB for
-     * thread stacks/TLS that the kernel or glibc keep around and allocator metadata.  If each
-     * dead thread stranded even 1/10 of its memory, growth would be about
-     * threads/10 * per_thread_bytes (~500 threads' worth), far above 2 * wave threads' worth. */
+     * thread stacks/TLS that glibc keeps cached (touched pages only) and allocator metadata.
+     * If each dead thread stranded even 1/10 of its memory, growth would be about
+     * threads/10 * per_thread_bytes (~500 threads' worth), far above 2 * wave threads' worth.
+     * In system mode the allowance is doubled: glibc keeps freed memory in up to 8 arenas per
+     * core without trimming them, which measured 40-80 MiB here run to run; that is bounded by
+     * the arena count, not the thread count, so the check still catches a per-thread leak. */
     size_t ptb = per_thread_bytes();
     size_t margin = 2 * (size_t)wave * ptb + MiB(16);
+    if (!strict_mode())
+        margin *= 2;
     long long growth = (long long)after - (long long)baseline;
-    printf("many_threads: %d threads in waves of %d, %zu KiB per thread; RSS baseline %.1f MiB, "
-           "after %.1f MiB (growth %.1f MiB, allowed %.1f MiB; dead-thread leak would be ~%.0f "
-           "MiB)\n",
-           threads, wave, ptb >> 10, baseline / 1048576.0, after / 1048576.0,
+    printf("many_threads: %zu KiB per thread; RSS baseline %.1f MiB, after half the threads "
+           "%.1f MiB, after all %.1f MiB (growth %.1f MiB, allowed %.1f MiB; a dead-thread leak of "
+           "10%% would be ~%.0f MiB)\n",
+           ptb >> 10, baseline / 1048576.0, mid / 1048576.0, after / 1048576.0,
            growth / 1048576.0, margin / 1048576.0, (double)threads / 10 * ptb / 1048576.0);
     CHECK(growth <= (long long)margin,
           "RSS grew by %lld bytes over the baseline, more than the %zu allowed", growth, margin);

@@ -142,15 +142,18 @@ for mode in $MODES; do
         # shellcheck disable=SC2086
         case "$mode" in
             system)
-                env -u LD_PRELOAD -u POOLMALLOC_TEST_STRICT POOLMALLOC_TEST_MODE=system \
+                env -u LD_PRELOAD -u POOLMALLOC_TEST_STRICT -u POOLMALLOC_TEST_LIB \
+                    POOLMALLOC_TEST_MODE=system \
                     timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
                 ;;
             preload)
                 timeout -k 10 "$TIMEOUT" env LD_PRELOAD="$LIBPATH" POOLMALLOC_TEST_STRICT=1 \
-                    POOLMALLOC_TEST_MODE=preload "$bin" $args >"$log" 2>&1
+                    POOLMALLOC_TEST_LIB="$LIBPATH" POOLMALLOC_TEST_MODE=preload \
+                    "$bin" $args >"$log" 2>&1
                 ;;
             direct)
-                env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_MODE=direct \
+                env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_LIB="$LIBPATH" \
+                    POOLMALLOC_TEST_MODE=direct \
                     timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
                 ;;
         esac
@@ -160,7 +163,8 @@ for mode in $MODES; do
             passed=$((passed + 1))
         else
             case "$rc" in
-                124 | 137) why="timed out after ${TIMEOUT}s (exit $rc)" ;;
+                124) why="timed out after ${TIMEOUT}s" ;;
+                137) why="killed by SIGKILL (timeout -k after ${TIMEOUT}s, or the OOM killer)" ;;
                 *) if [ "$rc" -gt 128 ]; then
                     why="killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
                 else
