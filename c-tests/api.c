@@ -126,6 +126,14 @@ static void check_symbols_are_poolmalloc(void)
           allocator_lib_name());
     }
     /* The function pointers this program actually calls, too. */
+    const void *singles[] = {(const void *)p_reallocarray, (const void *)p_aligned_alloc,
+                             (const void *)p_usable, (const void *)p_trim};
+    static const char *snames[] = {"reallocarray", "aligned_alloc", "malloc_usable_size",
+                                   "malloc_trim"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *where;
+        C(in_allocator_lib(singles[i], &where), "%s resolves into %s", snames[i], where);
+    }
     const struct api *sets[] = {&api_std, &api_libc};
     for (int s = 0; s < 2; s++) {
         void *fns[] = {(void *)sets[s]->malloc,   (void *)sets[s]->free,
