@@ -16,9 +16,9 @@ use crate::diag;
 use crate::heap;
 use crate::large;
 use crate::os::{self, PAGE_SIZE};
-use crate::pool::{freed_key, Block, PoolState};
+use crate::pool::Block;
 use crate::remote;
-use crate::size_class::{class_of, class_size, NUM_CLASSES, POOLED_MAX};
+use crate::size_class::{class_of, class_of_small, class_size, NUM_CLASSES, POOLED_MAX, SMALL_LOOKUP_MAX};
 use crate::tls;
 
 /// The name of the C function on whose behalf we act, for messages.
@@ -26,12 +26,12 @@ pub type Api = &'static str;
 
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    // The common sizes first: one compare, one table load.
+    if size <= SMALL_LOOKUP_MAX {
+        return heap::alloc_class(class_of_small(size));
+    }
     if size <= POOLED_MAX {
-        let p = heap::alloc_class(class_of(size));
-        if !p.is_null() {
-            return p;
-        }
-        return out_of_memory();
+        return heap::alloc_class(class_of(size));
     }
     malloc_large(size, PAGE_SIZE)
 }
@@ -46,7 +46,7 @@ fn malloc_large(size: usize, align: usize) -> *mut u8 {
 }
 
 #[cold]
-fn out_of_memory() -> *mut u8 {
+pub fn out_of_memory() -> *mut u8 {
     os::set_errno(libc::ENOMEM);
     ptr::null_mut()
 }
@@ -94,11 +94,12 @@ pub unsafe fn free(p: *mut u8, api: Api) {
             diag::fatal(api, "invalid pointer", addr);
         }
         let b = p as *mut Block;
-        if (*b).key == freed_key() {
-            check_double_free(pool, b, api);
+        if (*b).key == (*pool).freed_key() {
+            return free_suspected_double(pool, b, api);
         }
         (*pool).push_local(b);
-        if (*pool).used == 0 || (*pool).state != PoolState::Avail {
+        (*pool).used -= 1;
+        if (*pool).used <= 0 {
             heap::after_local_free(me, pool);
         }
     }
@@ -119,13 +120,20 @@ unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api) {
 }
 
 /// The block carries the freed key: confirm it is on a free list before declaring a double
-/// free (the program may, in theory, have stored that value itself).
+/// free (the program may, in theory, have stored that value itself), else free it normally.
 #[cold]
 #[inline(never)]
-unsafe fn check_double_free(pool: *mut crate::pool::Pool, b: *mut Block, api: Api) {
-    // SAFETY: we own the pool (checked by the caller).
-    if unsafe { (*pool).holds_free_block(b) } {
-        diag::fatal(api, "double free detected for", b as usize);
+unsafe fn free_suspected_double(pool: *mut crate::pool::Pool, b: *mut Block, api: Api) {
+    // SAFETY: the caller checked that this thread owns the pool and b starts one of its blocks.
+    unsafe {
+        if (*pool).holds_free_block(b) {
+            diag::fatal(api, "double free detected for", b as usize);
+        }
+        (*pool).push_local(b);
+        (*pool).used -= 1;
+        if (*pool).used <= 0 {
+            heap::after_local_free(tls::heap(), pool);
+        }
     }
 }
 
@@ -155,7 +163,7 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
         if (*pool).block_size == 0 || (*pool).block_index(p).is_none() {
             diag::fatal(api, "invalid pointer", p);
         }
-        if (*(p as *mut Block)).key == freed_key() {
+        if (*(p as *mut Block)).key == (*pool).freed_key() {
             diag::fatal(api, "pointer already freed:", p);
         }
         Owner::Pooled { block_size: (*pool).block_size as usize }
@@ -249,8 +257,7 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
         let mut c = class_of(size.max(align));
         while c < NUM_CLASSES {
             if class_size(c) % align == 0 {
-                let p = heap::alloc_class(c);
-                return if p.is_null() { out_of_memory() } else { p };
+                return heap::alloc_class(c);
             }
             c += 1;
         }

@@ -29,9 +29,14 @@ use crate::sync::Lock;
 pub const ARENA_SIZE: usize = CHUNK_SIZE;
 /// Pools in an arena of the smallest pool kind.
 pub const MAX_POOLS: usize = ARENA_SIZE >> POOL_SHIFT[0];
+const GRANULE_SHIFT: u32 = POOL_SHIFT[0];
+const GRANULES: usize = ARENA_SIZE >> GRANULE_SHIFT;
 
 #[repr(C)]
 pub struct Arena {
+    /// For each 16 KiB granule of the arena, the descriptor of the pool holding it: free's
+    /// pool lookup is one indexed load whatever the pool size.
+    pub granule_pool: [*mut Pool; GRANULES],
     pub base: *mut u8,
     pub kind: u32,
     pub pool_shift: u32,
@@ -81,11 +86,8 @@ pub fn set_purge_threshold(bytes: usize) {
 /// `arena` must be the live header the address map gives for `p`.
 #[inline(always)]
 pub unsafe fn pool_of(arena: *mut Arena, p: usize) -> *mut Pool {
-    // SAFETY: p lies in the arena's 4 MiB chunk, so the index is below npools <= MAX_POOLS.
-    unsafe {
-        let index = (p & (ARENA_SIZE - 1)) >> (*arena).pool_shift;
-        (*arena).pools.as_mut_ptr().add(index)
-    }
+    // SAFETY: the index is masked to the arena's granules.
+    unsafe { *(*arena).granule_pool.get_unchecked((p & (ARENA_SIZE - 1)) >> GRANULE_SHIFT) }
 }
 
 /// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory.
@@ -127,6 +129,7 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
         (*pool).next = ptr::null_mut();
         (*pool).prev = ptr::null_mut();
         stats::global().pools_in_use.add(1);
+        stats::global().pools_acquired.add(1);
         pool
     }
 }
@@ -257,6 +260,9 @@ unsafe fn format_arena(arena: *mut Arena, kind: usize) {
             (*pool).index = i as u32;
             (*pool).next = (*arena).free_pools;
             (*arena).free_pools = pool;
+        }
+        for g in 0..GRANULES {
+            (*arena).granule_pool[g] = (*arena).pools.as_mut_ptr().add(g >> (shift - GRANULE_SHIFT));
         }
     }
 }

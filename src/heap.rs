@@ -20,7 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arena;
-use crate::pool::{Block, Pool, PoolState};
+use crate::pool::{Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
 use crate::size_class::{pool_kind, NUM_CLASSES, POOL_SHIFT};
 use crate::stats;
@@ -63,6 +63,9 @@ pub struct Heap {
     /// Set by other threads after they free into one of our pools: the slow path then looks
     /// at full pools for blocks to collect.
     pub remote_hint: AtomicBool,
+    /// Bytes of empty pools kept on class lists behind their heads (at most KEEP_EMPTY_BYTES).
+    /// Invariant: a non-head pool on a class list with `used == 0` is one of these.
+    kept_empty: usize,
     pub counts: CallCounts,
     /// Links in the registry's live list or free list.
     next: *mut Heap,
@@ -90,6 +93,7 @@ impl Heap {
             avail: [&EMPTY_POOL as *const Pool as *mut Pool; NUM_CLASSES],
             full: ptr::null_mut(),
             remote_hint: AtomicBool::new(false),
+            kept_empty: 0,
             counts: CallCounts::ZERO,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -126,6 +130,14 @@ unsafe impl Send for Registry {}
 static REGISTRY: Lock<Registry> =
     Lock::new(Registry { live: ptr::null_mut(), spare: ptr::null_mut(), dead_counts: CallCounts::ZERO });
 
+/// Empty pools a heap keeps for reuse before giving them back to their arenas.
+const KEEP_EMPTY_BYTES: usize = 2 << 20;
+
+fn pool_bytes(pool: *mut Pool) -> usize {
+    // SAFETY: a pool in use belongs to a live arena.
+    unsafe { 1usize << (*(*pool).arena).pool_shift }
+}
+
 /// Heaps are mapped this many bytes at a time.
 const HEAP_SLAB: usize = 64 * 1024;
 
@@ -147,6 +159,7 @@ pub fn alloc_class(class: usize) -> *mut u8 {
     alloc_slow(class)
 }
 
+/// Sets errno to ENOMEM when the OS refuses memory.
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize) -> *mut u8 {
@@ -154,17 +167,22 @@ fn alloc_slow(class: usize) -> *mut u8 {
     if heap.is_null() {
         heap = attach_thread();
         if heap.is_null() {
-            return ptr::null_mut();
+            return crate::alloc::out_of_memory();
         }
     }
-    if heap == dead() {
+    let b = if heap == dead() {
         let mut orphan = ORPHAN.lock();
         let h: *mut Heap = &mut *orphan;
         // SAFETY: we hold the orphan lock, which makes us its owner for now.
-        return unsafe { refill_and_pop(h, class) } as *mut u8;
+        unsafe { refill_and_pop(h, class) }
+    } else {
+        // SAFETY: heap is this thread's own live heap.
+        unsafe { refill_and_pop(heap, class) }
+    };
+    if b.is_null() {
+        return crate::alloc::out_of_memory();
     }
-    // SAFETY: heap is this thread's own live heap.
-    unsafe { refill_and_pop(heap, class) as *mut u8 }
+    b as *mut u8
 }
 
 /// Finds a block of `class` for `heap` when its head pool has none on its free list.
@@ -177,6 +195,11 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
         loop {
             let pool = (*heap).avail[class];
             if pool != empty_pool() {
+                // A pool just promoted to head may have a whole free list.
+                let b = (*pool).pop();
+                if !b.is_null() {
+                    return b;
+                }
                 if (*pool).collect_remote() > 0 || (*pool).carve() {
                     return (*pool).pop();
                 }
@@ -233,7 +256,7 @@ unsafe fn reclaim_full(heap: *mut Heap) {
     }
 }
 
-/// The slow half of a local free: the pool was full, or is now empty.
+/// The slow half of a local free: the pool was full, or is now empty (`used <= 0`).
 ///
 /// # Safety
 /// The caller owns `heap` and just freed a block into `pool`, which `heap` owns.
@@ -246,10 +269,18 @@ pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
             full_remove(heap, pool);
             avail_insert(heap, pool);
         }
-        // The head carries the bias, so an empty pool here is never the head.
+        // The head carries the bias, so an empty pool here is never the head. Keep a few
+        // empty pools (their free lists are whole, so reusing them costs nothing) before
+        // giving them back: a program freeing and refilling a batch does not bounce pools
+        // through the arena lock.
         if (*pool).used == 0 {
-            avail_remove(heap, pool);
-            release(pool);
+            let bytes = pool_bytes(pool);
+            if (*heap).kept_empty + bytes <= KEEP_EMPTY_BYTES {
+                (*heap).kept_empty += bytes;
+            } else {
+                avail_remove(heap, pool);
+                release(pool);
+            }
         }
     }
 }
@@ -301,6 +332,10 @@ unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
             if next.is_null() {
                 (*heap).avail[class] = empty_pool();
             } else {
+                if (*next).used == 0 {
+                    // A kept empty pool becomes the head: it is no longer kept.
+                    (*heap).kept_empty -= pool_bytes(next);
+                }
                 (*next).prev = ptr::null_mut();
                 (*next).used += 1;
                 (*heap).avail[class] = next;
@@ -320,6 +355,7 @@ unsafe fn full_push(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: the caller owns heap and pool; pool is on no list.
     unsafe {
         (*pool).state = PoolState::Full;
+        (*pool).used -= FULL_BIAS;
         (*pool).prev = ptr::null_mut();
         (*pool).next = (*heap).full;
         if !(*heap).full.is_null() {
@@ -332,6 +368,7 @@ unsafe fn full_push(heap: *mut Heap, pool: *mut Pool) {
 unsafe fn full_remove(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: the caller owns heap and pool; pool is on the full list.
     unsafe {
+        (*pool).used += FULL_BIAS;
         if (*pool).prev.is_null() {
             (*heap).full = (*pool).next;
         } else {
@@ -471,7 +508,7 @@ pub fn trim_current_thread() {
             while pool != empty_pool() && !pool.is_null() {
                 let next = (*pool).next;
                 (*pool).collect_remote();
-                let bias = ((*heap).avail[class] == pool) as u32;
+                let bias = ((*heap).avail[class] == pool) as i32;
                 if (*pool).used == bias {
                     avail_remove(heap, pool);
                     release(pool);
@@ -479,6 +516,7 @@ pub fn trim_current_thread() {
                 pool = next;
             }
         }
+        (*heap).kept_empty = 0;
     }
 }
 
@@ -547,5 +585,37 @@ pub unsafe fn unlock_after_fork() {
     unsafe {
         REGISTRY.release_after_fork();
         ORPHAN.release_after_fork();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::alloc;
+    use crate::stats;
+
+    /// A batch freed and allocated again is served from the heap's kept pools, without
+    /// taking new pools from the arenas.
+    #[test]
+    fn refilling_a_freed_batch_reuses_kept_pools() {
+        std::thread::spawn(|| {
+            let mut blocks = [core::ptr::null_mut::<u8>(); 1000];
+            let round = |blocks: &mut [*mut u8; 1000]| {
+                for b in blocks.iter_mut() {
+                    *b = alloc::malloc(1024);
+                }
+                for b in blocks.iter().rev() {
+                    // SAFETY: each block was just allocated above.
+                    unsafe { alloc::free(*b, "free") };
+                }
+            };
+            round(&mut blocks);
+            let before = stats::global().pools_acquired.get();
+            for _ in 0..10 {
+                round(&mut blocks);
+            }
+            assert_eq!(stats::global().pools_acquired.get(), before);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `malloc` may run before any constructor (the dynamic loader and libc call it early), so the
 //! allocator initialises lazily on the first slow path (`ensure`), under a lock, doing nothing
-//! that allocates: check the page size, draw the freed-block key, create the thread-exit key.
+//! that allocates: check the page size and create the thread-exit key.
 //! The library constructor then reads the options and registers the fork handlers and the
 //! exit-time report, which may allocate (we are ready by then).
 //!
@@ -36,7 +36,6 @@ fn init_slow() {
     if crate::os::kernel_page_size() != crate::os::PAGE_SIZE {
         crate::diag::internal_error("poolmalloc is built for 4 KiB pages");
     }
-    crate::pool::FREED_KEY.store((crate::os::random_u64() as usize) | 1, Ordering::Relaxed);
     // SAFETY: runs once, under INIT_LOCK, before any heap registers for thread exit.
     if !unsafe { crate::tls::create_exit_key() } {
         crate::diag::internal_error("pthread_key_create failed");

@@ -146,27 +146,6 @@ pub fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
-/// 64 bits of per-process randomness, from the 16 random bytes the kernel gives every process
-/// (`AT_RANDOM`), mixed with an address so that each library load differs.
-pub fn random_u64() -> u64 {
-    // SAFETY: getauxval does not allocate; AT_RANDOM points at 16 readable bytes when non-zero.
-    let bytes = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
-    let mut x = &NEXT_HINT as *const _ as u64;
-    if !bytes.is_null() {
-        // SAFETY: see above; read_unaligned because the kernel gives no alignment promise.
-        x ^= unsafe { ptr::read_unaligned(bytes.add(1)) };
-    }
-    splitmix64(x)
-}
-
-/// A well-mixed 64-bit hash of `x` (SplitMix64's finaliser).
-pub fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
 /// Writes all of `bytes` to file descriptor `fd`, retrying on short writes.
 pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {

@@ -21,12 +21,15 @@
 //!   └──release (used == 0)
 //!  Avail/Full ──thread exits──▶ Abandoned ──adopted──▶ Avail
 //! ```
-//! A freed block carries `FREED_KEY` in its second word, so that freeing it again is noticed
-//! by a single compare on the path that already writes that cache line (glibc's tcache `key`
-//! idea); allocation clears it.
+//! A freed block carries its pool descriptor's address in its second word (`freed_key`), so
+//! that freeing it again is noticed by a single compare against a register the free path
+//! already holds, on a cache line it already writes (glibc's tcache `key` idea). Allocation
+//! clears it. The program cannot know descriptor addresses (they are not in its memory), so
+//! a live block holding one is practically impossible; a match is still confirmed by walking
+//! the free lists before aborting, where that is safe.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::heap::Heap;
 
@@ -37,13 +40,6 @@ pub struct Block {
     pub key: usize,
 }
 
-/// Per-process random value stored in freed blocks (see the module comment).
-pub static FREED_KEY: AtomicUsize = AtomicUsize::new(0x5eed_f4ee_b10c_0001);
-
-#[inline(always)]
-pub fn freed_key() -> usize {
-    FREED_KEY.load(Ordering::Relaxed)
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -58,16 +54,23 @@ pub enum PoolState {
     Abandoned,
 }
 
-/// Bytes carved per refill: a page's worth, so a fresh pool is touched page by page.
-const CARVE_BYTES: usize = 4096;
+/// Subtracted from `used` while a pool is Full (see `Pool::used`).
+pub const FULL_BIAS: i32 = 1 << 30;
 
-#[repr(C)]
+/// Bytes carved per refill: a page's worth, so a fresh pool is touched page by page, but at
+/// least `CARVE_MIN_BLOCKS` so that large classes do not refill on every allocation.
+const CARVE_BYTES: usize = 4096;
+const CARVE_MIN_BLOCKS: usize = 4;
+
+#[repr(C, align(128))]
 pub struct Pool {
     // ---- read on every malloc/free: keep together ----
     /// The owner's free list.
     pub free: *mut Block,
-    /// Blocks out in the program (see the module invariant).
-    pub used: u32,
+    /// Blocks out in the program (see the module invariant), plus the heap's head bias, minus
+    /// `FULL_BIAS` while the pool is Full: so free's single test `used <= 0` after the
+    /// decrement catches both "now empty" and "was full".
+    pub used: i32,
     /// Block size in bytes; 0 while the pool is `Free`.
     pub block_size: u32,
     /// The heap whose thread owns this pool; null when Free or Abandoned. Written by the owner
@@ -117,6 +120,12 @@ const fn inverse_odd(d: u64) -> u64 {
 }
 
 impl Pool {
+    /// The value a freed block of this pool carries in its second word.
+    #[inline(always)]
+    pub fn freed_key(&self) -> usize {
+        self as *const Pool as usize
+    }
+
     /// A descriptor for no pool at all: `free` is null, so the malloc fast path falls through
     /// to the slow path without a separate "is there a pool" test.
     pub const EMPTY: Pool = Pool {
@@ -185,19 +194,20 @@ impl Pool {
         b
     }
 
-    /// Puts `b` back on the owner's free list.
+    /// Puts `b` back on the owner's free list, marking it freed. The caller decrements
+    /// `used` (and tests it, on the free path).
     ///
     /// # Safety
     /// `b` must be a block of this pool that is in use; only the owner thread may call this.
     #[inline(always)]
     pub unsafe fn push_local(&mut self, b: *mut Block) {
+        let key = self.freed_key();
         // SAFETY: the caller hands the block back to us; it is ours to write.
         unsafe {
             (*b).next = self.free;
-            (*b).key = freed_key();
+            (*b).key = key;
         }
         self.free = b;
-        self.used -= 1;
     }
 
     /// Pushes `b` on the pool's thread_free list; any thread may call this.
@@ -206,7 +216,7 @@ impl Pool {
     /// `b` must be a block of this pool that is in use and is being freed by this call.
     pub unsafe fn push_remote(&self, b: *mut Block) {
         // SAFETY: the block is being freed; nobody else writes it until the owner collects it.
-        unsafe { (*b).key = freed_key() };
+        unsafe { (*b).key = self.freed_key() };
         let mut head = self.thread_free.load(Ordering::Relaxed);
         loop {
             // SAFETY: as above.
@@ -241,7 +251,7 @@ impl Pool {
             (*tail).next = self.free;
         }
         self.free = head;
-        self.used -= n;
+        self.used -= n as i32;
         n
     }
 
@@ -255,7 +265,7 @@ impl Pool {
             return false;
         }
         let size = self.block_size as usize;
-        let n = left.min((CARVE_BYTES / size).max(1) as u32);
+        let n = left.min((CARVE_BYTES / size).max(CARVE_MIN_BLOCKS) as u32);
         // SAFETY: blocks carved..carved+n lie inside the pool's memory, which we own.
         unsafe {
             let first = self.start.add(self.carved as usize * size);
@@ -363,7 +373,7 @@ mod tests {
             }
         }
         assert_eq!(got.len(), p.capacity as usize);
-        assert_eq!(p.used, p.capacity);
+        assert_eq!(p.used, p.capacity as i32);
         let mut sorted: Vec<usize> = got.iter().map(|&b| b as usize).collect();
         sorted.sort();
         sorted.dedup();
@@ -374,6 +384,7 @@ mod tests {
         unsafe {
             for &b in &got[..100] {
                 p.push_local(b);
+                p.used -= 1;
             }
             for &b in &got[100..] {
                 p.push_remote(b);
@@ -392,9 +403,10 @@ mod tests {
         unsafe {
             p.carve();
             let b = p.pop();
-            assert_ne!((*b).key, freed_key());
+            assert_ne!((*b).key, p.freed_key());
             p.push_local(b);
-            assert_eq!((*b).key, freed_key());
+            p.used -= 1;
+            assert_eq!((*b).key, p.freed_key());
             let again = p.pop();
             assert_eq!(again, b);
             assert_eq!((*b).key, 0);

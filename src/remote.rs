@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::diag;
 use crate::heap::{self, Heap};
-use crate::pool::{freed_key, Block, Pool, PoolState};
+use crate::pool::{Block, Pool, PoolState};
 use crate::size_class::NUM_CLASSES;
 use crate::stats;
 use crate::sync::Lock;
@@ -46,7 +46,7 @@ pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str) {
             diag::fatal(api, "invalid pointer", p);
         }
         let b = p as *mut Block;
-        if (*b).key == freed_key() {
+        if (*b).key == (*pool).freed_key() {
             diag::fatal(api, "double free detected for", p);
         }
         (*pool).push_remote(b);

@@ -51,6 +51,9 @@ pub const fn pool_kind(c: usize) -> usize {
     }
 }
 
+/// Requests up to this size find their class with one table load.
+pub const SMALL_LOOKUP_MAX: usize = 1024;
+
 /// Classes for requests of up to 1024 bytes, indexed by `(n + 15) / 16`.
 static SMALL_LOOKUP: [u8; 65] = {
     let mut t = [0u8; 65];
@@ -70,12 +73,19 @@ static SMALL_LOOKUP: [u8; 65] = {
 #[inline(always)]
 pub fn class_of(n: usize) -> usize {
     debug_assert!(n <= POOLED_MAX);
-    if n <= 1024 {
-        // (n + 15) >> 4 <= 64 for n <= 1024, so the index is in range.
-        SMALL_LOOKUP[(n + 15) >> 4] as usize
+    if n <= SMALL_LOOKUP_MAX {
+        class_of_small(n)
     } else {
         class_of_slow(n)
     }
+}
+
+/// `class_of` for `n <= SMALL_LOOKUP_MAX`.
+#[inline(always)]
+pub fn class_of_small(n: usize) -> usize {
+    debug_assert!(n <= SMALL_LOOKUP_MAX);
+    // SAFETY: (n + 15) >> 4 <= 64 for n <= 1024, so the index is in range.
+    unsafe { *SMALL_LOOKUP.get_unchecked((n + 15) >> 4) as usize }
 }
 
 /// The formula behind `class_of`, usable in constant evaluation.

@@ -46,6 +46,8 @@ pub struct GlobalStats {
     pub arenas_reclaimed: Gauge,
     pub arenas_current: Gauge,
     pub pools_in_use: Gauge,
+    /// Pools handed from arenas to heaps over the run.
+    pub pools_acquired: Gauge,
     /// Bytes of arenas and large blocks currently mapped.
     pub bytes_mapped: Gauge,
     /// Bytes mapped for headers, map leaves and heaps (never unmapped).
@@ -65,6 +67,7 @@ static GLOBAL: GlobalStats = GlobalStats {
     arenas_reclaimed: Gauge::new(),
     arenas_current: Gauge::new(),
     pools_in_use: Gauge::new(),
+    pools_acquired: Gauge::new(),
     bytes_mapped: Gauge::new(),
     meta_mapped: Gauge::new(),
     bytes_returned: Gauge::new(),
