@@ -2,6 +2,8 @@
 //! nothing else. Every function here is reached through the PLT by any program that runs on
 //! poolmalloc, so none may unwind (the crate is built with `panic = "abort"`).
 
+#![allow(non_snake_case)]
+
 use core::ffi::{c_int, c_void};
 
 use crate::alloc::{self, Api};
@@ -162,6 +164,31 @@ pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { posix_memalign(out, align, size) }
+}
+
+// ---- CPython's object allocator (see `pyobject`) ----
+
+#[no_mangle]
+pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
+    crate::pyobject::malloc(size) as *mut c_void
+}
+#[no_mangle]
+pub extern "C" fn PyObject_Calloc(n: usize, size: usize) -> *mut c_void {
+    crate::pyobject::calloc(n, size) as *mut c_void
+}
+/// # Safety
+/// `p` is null or a live object block (ours or the replaced allocator's).
+#[no_mangle]
+pub unsafe extern "C" fn PyObject_Realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { crate::pyobject::realloc(p as *mut u8, size) as *mut c_void }
+}
+/// # Safety
+/// `p` is null or a live object block (ours or the replaced allocator's).
+#[no_mangle]
+pub unsafe extern "C" fn PyObject_Free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { crate::pyobject::free(p as *mut u8) }
 }
 
 // ---- poolmalloc's own API (declared in include/poolmalloc.h) ----

@@ -561,6 +561,16 @@ pub fn total_counts() -> CallCounts {
     c
 }
 
+/// Bumps one of the calling thread's call counters (nothing if it has no heap yet).
+#[inline]
+pub fn count(f: impl FnOnce(&mut CallCounts)) {
+    let heap = tls::heap();
+    if !heap.is_null() && heap != dead() {
+        // SAFETY: the calling thread owns its live heap.
+        f(unsafe { &mut (*heap).counts })
+    }
+}
+
 /// Hint to `heap`'s owner that a pool of theirs received a remote free.
 ///
 /// # Safety

@@ -63,6 +63,7 @@ pub mod large;
 pub mod options;
 pub mod os;
 pub mod pool;
+pub mod pyobject;
 pub mod remote;
 pub mod report;
 pub mod size_class;

@@ -60,6 +60,8 @@ pub struct GlobalStats {
     pub threads_seen: Gauge,
     pub pools_abandoned: Gauge,
     pub pools_adopted: Gauge,
+    /// Foreign pointers passed on to the PyObject_* implementation we replaced.
+    pub pyobject_forwarded: Gauge,
 }
 
 static GLOBAL: GlobalStats = GlobalStats {
@@ -77,6 +79,7 @@ static GLOBAL: GlobalStats = GlobalStats {
     threads_seen: Gauge::new(),
     pools_abandoned: Gauge::new(),
     pools_adopted: Gauge::new(),
+    pyobject_forwarded: Gauge::new(),
 };
 
 #[inline]
