@@ -22,6 +22,22 @@ const char *poolmalloc_version(void);
  */
 int poolmalloc_owns(const void *p);
 
+/**
+ * Writes the text statistics report (the one `POOLMALLOC_STATS=1` prints at exit) to file
+ * descriptor `fd`. Does not allocate.
+ */
+void poolmalloc_stats_print(int fd);
+
+/**
+ * Writes the statistics as one JSON object into `buf` (at most `len` bytes, NUL-terminated
+ * when `len > 0`) and returns the length of the whole report without the NUL, like
+ * `snprintf`: call with `len == 0` to learn the size. Does not allocate.
+ *
+ * # Safety
+ * `buf` must be writable for `len` bytes (or null with `len == 0`).
+ */
+size_t poolmalloc_stats_json(char *buf, size_t len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

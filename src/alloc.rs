@@ -24,20 +24,29 @@ use crate::tls;
 /// The name of the C function on whose behalf we act, for messages.
 pub type Api = &'static str;
 
+use heap::call;
+
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    malloc_as::<{ call::MALLOC }>(size)
+}
+
+/// malloc, counted as a call of entry point `CALL`.
+#[inline(always)]
+pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
     // The common sizes first: one compare, one table load.
     if size <= SMALL_LOOKUP_MAX {
-        return heap::alloc_class(class_of_small(size));
+        return heap::alloc_class::<CALL>(class_of_small(size));
     }
     if size <= POOLED_MAX {
-        return heap::alloc_class(class_of(size));
+        return heap::alloc_class::<CALL>(class_of(size));
     }
-    malloc_large(size, PAGE_SIZE)
+    malloc_large(size, PAGE_SIZE, CALL)
 }
 
 #[cold]
-fn malloc_large(size: usize, align: usize) -> *mut u8 {
+fn malloc_large(size: usize, align: usize, call: usize) -> *mut u8 {
+    heap::count(call);
     let p = large::alloc(size, align);
     if p.is_null() {
         return out_of_memory();
@@ -52,14 +61,18 @@ pub fn out_of_memory() -> *mut u8 {
 }
 
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    calloc_as::<{ call::CALLOC }>(n, size)
+}
+
+pub fn calloc_as<const CALL: usize>(n: usize, size: usize) -> *mut u8 {
     let Some(total) = n.checked_mul(size) else {
         return out_of_memory();
     };
     if total > POOLED_MAX {
         // Fresh mappings are already zero.
-        return malloc_large(total, PAGE_SIZE);
+        return malloc_large(total, PAGE_SIZE, CALL);
     }
-    let p = malloc(total);
+    let p = malloc_as::<CALL>(total);
     if !p.is_null() {
         // SAFETY: p is a fresh block of at least `total` bytes.
         unsafe { ptr::write_bytes(p, 0, total) };
@@ -74,6 +87,16 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 /// detected where possible and aborts).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, api: Api) {
+    // SAFETY: forwarded contract.
+    unsafe { free_as::<{ call::FREE }>(p, api) }
+}
+
+/// free, counted as a call of entry point `CALL`.
+///
+/// # Safety
+/// As for `free`.
+#[inline(always)]
+pub unsafe fn free_as<const CALL: usize>(p: *mut u8, api: Api) {
     if p.is_null() {
         return;
     }
@@ -81,22 +104,23 @@ pub unsafe fn free(p: *mut u8, api: Api) {
     let entry = addr_map::lookup(addr);
     if entry & TAG_LARGE != 0 || entry == 0 {
         // SAFETY: forwarded contract.
-        return unsafe { free_not_pooled(addr, entry, api) };
+        return unsafe { free_not_pooled(addr, entry, api, CALL) };
     }
     // SAFETY: the map says p is in a live arena, so its header and pool descriptor are valid.
     unsafe {
         let pool = arena::pool_of(entry as *mut Arena, addr);
         let me = tls::heap();
         if (*pool).owner.load(core::sync::atomic::Ordering::Relaxed) != me {
-            return remote::free_remote(pool, addr, api);
+            return remote::free_remote(pool, addr, api, CALL);
         }
         if (*pool).block_index(addr).is_none() {
             diag::fatal(api, "invalid pointer", addr);
         }
         let b = p as *mut Block;
         if (*b).key == (*pool).freed_key() {
-            return free_suspected_double(pool, b, api);
+            return free_suspected_double(pool, b, api, CALL);
         }
+        (*me).counts.bump(CALL);
         (*pool).push_local(b);
         (*pool).used -= 1;
         if (*pool).used <= 0 {
@@ -108,10 +132,11 @@ pub unsafe fn free(p: *mut u8, api: Api) {
 /// Frees a pointer that is a large block, or not ours at all.
 #[cold]
 #[inline(never)]
-unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api) {
+unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api, call: usize) {
     if entry == 0 {
         diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr);
     }
+    heap::count(call);
     let errno = os::errno();
     // SAFETY: the map gives a live large header for addr.
     unsafe { large::free(large::header(entry), addr, api) };
@@ -123,12 +148,13 @@ unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api) {
 /// free (the program may, in theory, have stored that value itself), else free it normally.
 #[cold]
 #[inline(never)]
-unsafe fn free_suspected_double(pool: *mut crate::pool::Pool, b: *mut Block, api: Api) {
+unsafe fn free_suspected_double(pool: *mut crate::pool::Pool, b: *mut Block, api: Api, call: usize) {
     // SAFETY: the caller checked that this thread owns the pool and b starts one of its blocks.
     unsafe {
         if (*pool).holds_free_block(b) {
             diag::fatal(api, "double free detected for", b as usize);
         }
+        heap::count(call);
         (*pool).push_local(b);
         (*pool).used -= 1;
         if (*pool).used <= 0 {
@@ -176,13 +202,14 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
 /// As for `free`.
 pub unsafe fn realloc(p: *mut u8, size: usize, api: Api) -> *mut u8 {
     if p.is_null() {
-        return malloc(size);
+        return malloc_as::<{ call::REALLOC }>(size);
     }
     if size == 0 {
         // SAFETY: forwarded contract.
-        unsafe { free(p, api) };
+        unsafe { free_as::<{ call::REALLOC }>(p, api) };
         return ptr::null_mut();
     }
+    heap::count(call::REALLOC);
     // SAFETY: forwarded contract.
     unsafe { resize(p, size, api) }
 }
@@ -201,12 +228,12 @@ pub unsafe fn resize(p: *mut u8, size: usize, api: Api) -> *mut u8 {
             if size <= block_size && size >= block_size / 2 {
                 return p;
             }
-            let q = malloc(size);
+            let q = malloc_as::<{ call::NOT_COUNTED }>(size);
             if !q.is_null() {
                 // SAFETY: both blocks are live and distinct; we copy what both hold.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size.min(block_size));
-                    free(p, api);
+                    free_as::<{ call::NOT_COUNTED }>(p, api);
                 }
             }
             q
@@ -220,12 +247,12 @@ pub unsafe fn resize(p: *mut u8, size: usize, api: Api) -> *mut u8 {
                 }
                 return q;
             }
-            let q = malloc(size);
+            let q = malloc_as::<{ call::NOT_COUNTED }>(size);
             if !q.is_null() {
                 // SAFETY: q holds `size` bytes, fewer than the large block.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size);
-                    free(p, api);
+                    free_as::<{ call::NOT_COUNTED }>(p, api);
                 }
             }
             q
@@ -249,7 +276,7 @@ pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize, api: Api) -> *mut 
 pub fn aligned(align: usize, size: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     if align <= 16 {
-        return malloc(size);
+        return malloc_as::<{ call::ALIGNED }>(size);
     }
     if size <= POOLED_MAX && align <= POOLED_MAX {
         // A class whose size is a multiple of `align` has every block aligned: pools start on
@@ -257,12 +284,12 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
         let mut c = class_of(size.max(align));
         while c < NUM_CLASSES {
             if class_size(c) % align == 0 {
-                return heap::alloc_class(c);
+                return heap::alloc_class::<{ call::ALIGNED }>(c);
             }
             c += 1;
         }
     }
-    malloc_large(size, align)
+    malloc_large(size, align, call::ALIGNED)
 }
 
 /// The usable size of a live block: constant for its life, at least what was asked for.

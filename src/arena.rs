@@ -130,6 +130,7 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
         (*pool).prev = ptr::null_mut();
         stats::global().pools_in_use.add(1);
         stats::global().pools_acquired.add(1);
+        stats::global().bytes_in_use.add(1 << (*best).pool_shift);
         pool
     }
 }
@@ -158,6 +159,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             a.dirty_bytes += 1 << (*arena).pool_shift;
         }
         stats::global().pools_in_use.sub(1);
+        stats::global().bytes_in_use.sub(1 << (*arena).pool_shift);
         if (*arena).nfree == 1 {
             push_front(&mut a.usable[kind], arena);
         }
@@ -413,18 +415,17 @@ fn unlink(head: &mut *mut Arena, arena: *mut Arena) {
 pub struct ArenaCensus {
     pub arenas: usize,
     pub free_pools: usize,
+    pub free_pool_bytes: usize,
     pub dirty_bytes: usize,
     pub reserve: bool,
 }
 
-/// Calls `f` on every pool descriptor of every live arena (under the lock), and returns the
-/// arena-level census. `f` must not take the arena lock.
-pub fn for_each_pool(mut f: impl FnMut(&Pool)) -> ArenaCensus {
+/// Calls `f(pool, pool_size)` on every pool in use of every live arena (under the lock), and
+/// returns the arena-level census. `f` must not take the arena lock.
+pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
     let a = ARENAS.lock();
     let mut census = ArenaCensus { dirty_bytes: a.dirty_bytes, reserve: !a.reserve.is_null(), ..Default::default() };
-    // Live arenas are on the usable lists, full (on no list), or the reserve: walk the map's
-    // view instead, via the headers we know. Full arenas are on no list, so we track them by
-    // scanning all headers reachable from the map.
+    // Full arenas are on no list, so walk the address map, which knows every live arena.
     crate::addr_map::for_each_entry(|entry| {
         if entry & addr_map::TAG_LARGE != 0 {
             return;
@@ -433,9 +434,14 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool)) -> ArenaCensus {
         census.arenas += 1;
         // SAFETY: a map entry without the tag is a live arena header; lock held.
         unsafe {
+            let size = 1usize << (*arena).pool_shift;
             census.free_pools += (*arena).nfree as usize;
+            census.free_pool_bytes += (*arena).nfree as usize * size;
             for i in 0..(*arena).npools as usize {
-                f(&(*arena).pools[i]);
+                let pool = &(*arena).pools[i];
+                if pool.state != PoolState::Free {
+                    f(pool, size);
+                }
             }
         }
     });

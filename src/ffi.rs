@@ -206,6 +206,30 @@ pub extern "C" fn poolmalloc_owns(p: *const c_void) -> c_int {
     alloc::owns(p as *const u8) as c_int
 }
 
+/// Writes the text statistics report (the one `POOLMALLOC_STATS=1` prints at exit) to file
+/// descriptor `fd`. Does not allocate.
+#[no_mangle]
+pub extern "C" fn poolmalloc_stats_print(fd: c_int) {
+    crate::report::print_text(fd);
+}
+
+/// Writes the statistics as one JSON object into `buf` (at most `len` bytes, NUL-terminated
+/// when `len > 0`) and returns the length of the whole report without the NUL, like
+/// `snprintf`: call with `len == 0` to learn the size. Does not allocate.
+///
+/// # Safety
+/// `buf` must be writable for `len` bytes (or null with `len == 0`).
+#[no_mangle]
+pub unsafe extern "C" fn poolmalloc_stats_json(buf: *mut core::ffi::c_char, len: usize) -> usize {
+    let out: &mut [u8] = if buf.is_null() || len == 0 {
+        &mut []
+    } else {
+        // SAFETY: the caller promises len writable bytes at buf.
+        unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, len) }
+    };
+    crate::report::json_into(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -27,30 +27,44 @@ use crate::stats;
 use crate::sync::Lock;
 use crate::tls;
 
-/// Per-thread call counts, plain integers bumped by the owning thread only.
+/// Which entry point a call came through, for the per-thread call counts. `NOT_COUNTED` is
+/// for allocations made on behalf of a call already counted (realloc's new block).
+pub mod call {
+    pub const MALLOC: usize = 0;
+    pub const CALLOC: usize = 1;
+    pub const REALLOC: usize = 2;
+    pub const FREE: usize = 3;
+    /// posix_memalign, aligned_alloc, memalign, valloc, pvalloc.
+    pub const ALIGNED: usize = 4;
+    /// PyObject_Malloc, _Calloc, _Realloc, _Free.
+    pub const PYOBJECT: usize = 5;
+    /// Frees of a block owned by another thread (also counted under their entry point).
+    pub const REMOTE_FREE: usize = 6;
+    pub const COUNT: usize = 7;
+    pub const NOT_COUNTED: usize = COUNT;
+    pub const NAMES: [&str; COUNT] = ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "remote_free"];
+}
+
+/// Per-thread call counts: plain integers bumped by the owning thread only (one `inc` on the
+/// fast path, no atomic), summed with the other threads' when a report is made.
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 pub struct CallCounts {
-    pub malloc: u64,
-    pub free: u64,
-    pub calloc: u64,
-    pub realloc: u64,
-    pub aligned: u64,
-    pub remote_free: u64,
-    pub pyobject: u64,
+    pub n: [u64; call::COUNT],
 }
 
 impl CallCounts {
-    pub const ZERO: CallCounts =
-        CallCounts { malloc: 0, free: 0, calloc: 0, realloc: 0, aligned: 0, remote_free: 0, pyobject: 0 };
+    pub const ZERO: CallCounts = CallCounts { n: [0; call::COUNT] };
     pub fn merge(&mut self, o: &CallCounts) {
-        self.malloc += o.malloc;
-        self.free += o.free;
-        self.calloc += o.calloc;
-        self.realloc += o.realloc;
-        self.aligned += o.aligned;
-        self.remote_free += o.remote_free;
-        self.pyobject += o.pyobject;
+        for (a, b) in self.n.iter_mut().zip(o.n.iter()) {
+            *a += b;
+        }
+    }
+    #[inline(always)]
+    pub fn bump(&mut self, which: usize) {
+        if which < call::COUNT {
+            self.n[which] += 1;
+        }
     }
 }
 
@@ -141,28 +155,31 @@ fn pool_bytes(pool: *mut Pool) -> usize {
 /// Heaps are mapped this many bytes at a time.
 const HEAP_SLAB: usize = 64 * 1024;
 
-/// The fast path: a block of `class` from the calling thread's heap.
+/// The fast path: a block of `class` from the calling thread's heap, counted as a call of
+/// entry point `CALL` (see `call`).
 #[inline(always)]
-pub fn alloc_class(class: usize) -> *mut u8 {
+pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
     let heap = tls::heap();
     if !heap.is_null() {
         // SAFETY: a non-null TLS heap is this thread's heap (or DEAD, whose lists are all
-        // EMPTY_POOL); class < NUM_CLASSES is the caller's promise.
+        // EMPTY_POOL, so its pop fails before anything is written); class < NUM_CLASSES is
+        // the caller's promise.
         unsafe {
             let pool = *(*heap).avail.get_unchecked(class);
             let b = (*pool).pop();
             if !b.is_null() {
+                (*heap).counts.bump(CALL);
                 return b as *mut u8;
             }
         }
     }
-    alloc_slow(class)
+    alloc_slow(class, CALL)
 }
 
 /// Sets errno to ENOMEM when the OS refuses memory.
 #[cold]
 #[inline(never)]
-fn alloc_slow(class: usize) -> *mut u8 {
+fn alloc_slow(class: usize, call: usize) -> *mut u8 {
     let mut heap = tls::heap();
     if heap.is_null() {
         heap = attach_thread();
@@ -173,11 +190,15 @@ fn alloc_slow(class: usize) -> *mut u8 {
     let b = if heap == dead() {
         let mut orphan = ORPHAN.lock();
         let h: *mut Heap = &mut *orphan;
+        orphan.counts.bump(call);
         // SAFETY: we hold the orphan lock, which makes us its owner for now.
         unsafe { refill_and_pop(h, class) }
     } else {
         // SAFETY: heap is this thread's own live heap.
-        unsafe { refill_and_pop(heap, class) }
+        unsafe {
+            (*heap).counts.bump(call);
+            refill_and_pop(heap, class)
+        }
     };
     if b.is_null() {
         return crate::alloc::out_of_memory();
@@ -309,6 +330,7 @@ unsafe fn avail_insert(heap: *mut Heap, pool: *mut Pool) {
             (*pool).prev = ptr::null_mut();
             (*pool).next = ptr::null_mut();
             (*pool).used += 1;
+            (*pool).head = true;
             (*heap).avail[class] = pool;
         } else {
             (*pool).prev = head;
@@ -328,6 +350,7 @@ unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
         let class = (*pool).class as usize;
         if (*heap).avail[class] == pool {
             (*pool).used -= 1;
+            (*pool).head = false;
             let next = (*pool).next;
             if next.is_null() {
                 (*heap).avail[class] = empty_pool();
@@ -338,6 +361,7 @@ unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
                 }
                 (*next).prev = ptr::null_mut();
                 (*next).used += 1;
+                (*next).head = true;
                 (*heap).avail[class] = next;
             }
         } else {
@@ -561,13 +585,16 @@ pub fn total_counts() -> CallCounts {
     c
 }
 
-/// Bumps one of the calling thread's call counters (nothing if it has no heap yet).
+/// Bumps the calling thread's counter of entry point `which` (see `call`); a thread without
+/// a live heap counts in the orphan heap.
 #[inline]
-pub fn count(f: impl FnOnce(&mut CallCounts)) {
+pub fn count(which: usize) {
     let heap = tls::heap();
     if !heap.is_null() && heap != dead() {
         // SAFETY: the calling thread owns its live heap.
-        f(unsafe { &mut (*heap).counts })
+        unsafe { (*heap).counts.bump(which) }
+    } else if which < call::COUNT {
+        ORPHAN.lock().counts.bump(which);
     }
 }
 

@@ -100,6 +100,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let g = stats::global();
     g.large_live.add(1);
     g.large_bytes.add(len);
+    g.bytes_in_use.add(len);
     g.bytes_mapped.add(len);
     base
 }
@@ -127,6 +128,7 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
         let g = stats::global();
         g.large_live.sub(1);
         g.large_bytes.sub(len);
+        g.bytes_in_use.sub(len);
         g.bytes_mapped.sub(len);
         g.bytes_returned.add(len);
     }
@@ -188,9 +190,11 @@ fn account_resize(old_len: usize, new_len: usize) {
     let g = stats::global();
     if new_len > old_len {
         g.large_bytes.add(new_len - old_len);
+        g.bytes_in_use.add(new_len - old_len);
         g.bytes_mapped.add(new_len - old_len);
     } else {
         g.large_bytes.sub(old_len - new_len);
+        g.bytes_in_use.sub(old_len - new_len);
         g.bytes_mapped.sub(old_len - new_len);
         g.bytes_returned.add(old_len - new_len);
     }

@@ -89,6 +89,8 @@ pub struct Pool {
     pub class: u8,
     /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
     pub dirty: bool,
+    /// Head of its heap's class list, so `used` holds the head bias (for statistics).
+    pub head: bool,
     /// Blocks carved so far (`carved` in the invariant).
     pub carved: u32,
     // ---- other threads' frees ----
@@ -140,6 +142,7 @@ impl Pool {
         state: PoolState::Free,
         class: 0,
         dirty: false,
+        head: false,
         carved: 0,
         thread_free: AtomicPtr::new(ptr::null_mut()),
         next: ptr::null_mut(),
@@ -302,6 +305,19 @@ impl Pool {
             }
         }
         false
+    }
+
+    /// Blocks the program holds (or freed remotely and not yet collected): `used` without
+    /// the head bias or the full bias. Racy when read by a thread that does not own the pool.
+    pub fn blocks_out(&self) -> u32 {
+        let mut n = self.used;
+        if self.state == PoolState::Full {
+            n += FULL_BIAS;
+        }
+        if self.head {
+            n -= 1;
+        }
+        n.max(0) as u32
     }
 
     /// Bytes of the pool from its start to the end of its carved blocks.

@@ -51,27 +51,23 @@ fn next_symbol(slot: &AtomicUsize, name: &'static [u8]) -> Option<usize> {
     }
 }
 
-fn count_call() {
-    heap::count(|c| c.pyobject += 1);
-}
+const PYOBJECT: usize = heap::call::PYOBJECT;
 
 pub fn malloc(size: usize) -> *mut u8 {
-    count_call();
-    alloc::malloc(size)
+    alloc::malloc_as::<PYOBJECT>(size)
 }
 
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
-    count_call();
-    alloc::calloc(n, size)
+    alloc::calloc_as::<PYOBJECT>(n, size)
 }
 
 /// # Safety
 /// `p` is null, a live block of ours, or a live block of the replaced implementation.
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
-    count_call();
     if p.is_null() {
-        return alloc::malloc(size);
+        return alloc::malloc_as::<PYOBJECT>(size);
     }
+    heap::count(PYOBJECT);
     if addr_map::lookup(p as usize) == 0 {
         return forward_realloc(p, size);
     }
@@ -82,15 +78,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 /// # Safety
 /// `p` is null, a live block of ours, or a live block of the replaced implementation.
 pub unsafe fn free(p: *mut u8) {
-    count_call();
     if p.is_null() {
         return;
     }
     if addr_map::lookup(p as usize) == 0 {
+        heap::count(PYOBJECT);
         return forward_free(p);
     }
     // SAFETY: p is ours.
-    unsafe { alloc::free(p, "PyObject_Free") }
+    unsafe { alloc::free_as::<PYOBJECT>(p, "PyObject_Free") }
 }
 
 #[cold]

@@ -38,7 +38,7 @@ static ABANDONED_HINT: AtomicBool = AtomicBool::new(false);
 /// `pool` is the descriptor the address map gives for `p`.
 #[cold]
 #[inline(never)]
-pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str) {
+pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str, call: usize) {
     // SAFETY: descriptors of live arenas stay readable; a free pool has block_size == 0, and
     // `carved` bounds the valid block indices.
     unsafe {
@@ -56,10 +56,8 @@ pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str) {
         } else {
             heap::hint_remote(owner);
         }
-        let me = crate::tls::heap();
-        if !me.is_null() && me != heap::dead() {
-            (*me).counts.remote_free += 1;
-        }
+        heap::count(call);
+        heap::count(heap::call::REMOTE_FREE);
     }
 }
 

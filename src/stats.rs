@@ -50,6 +50,9 @@ pub struct GlobalStats {
     pub pools_acquired: Gauge,
     /// Bytes of arenas and large blocks currently mapped.
     pub bytes_mapped: Gauge,
+    /// Bytes of pools held by heaps plus bytes of large blocks (what the program can be
+    /// using, at pool granularity); its peak is the report's "peak bytes in use".
+    pub bytes_in_use: Gauge,
     /// Bytes mapped for headers, map leaves and heaps (never unmapped).
     pub meta_mapped: Gauge,
     /// Bytes unmapped or discarded over the run.
@@ -71,6 +74,7 @@ static GLOBAL: GlobalStats = GlobalStats {
     pools_in_use: Gauge::new(),
     pools_acquired: Gauge::new(),
     bytes_mapped: Gauge::new(),
+    bytes_in_use: Gauge::new(),
     meta_mapped: Gauge::new(),
     bytes_returned: Gauge::new(),
     large_live: Gauge::new(),
