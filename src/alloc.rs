@@ -46,12 +46,18 @@ pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
 
 #[cold]
 fn malloc_large(size: usize, align: usize, call: usize) -> *mut u8 {
+    malloc_large_fresh(size, align, call).0
+}
+
+/// A large block, and whether it is fresh from the kernel (already zero).
+#[cold]
+fn malloc_large_fresh(size: usize, align: usize, call: usize) -> (*mut u8, bool) {
     heap::count(call);
-    let p = large::alloc(size, align);
+    let (p, fresh) = large::alloc(size, align);
     if p.is_null() {
-        return out_of_memory();
+        return (out_of_memory(), false);
     }
-    p
+    (p, fresh)
 }
 
 #[cold]
@@ -69,8 +75,13 @@ pub fn calloc_as<const CALL: usize>(n: usize, size: usize) -> *mut u8 {
         return out_of_memory();
     };
     if total > POOLED_MAX {
-        // Fresh mappings are already zero.
-        return malloc_large(total, PAGE_SIZE, CALL);
+        // Fresh mappings are already zero; a block reused from the cache is not.
+        let (p, fresh) = malloc_large_fresh(total, PAGE_SIZE, CALL);
+        if !p.is_null() && !fresh {
+            // SAFETY: p is a live block of at least `total` bytes.
+            unsafe { ptr::write_bytes(p, 0, total) };
+        }
+        return p;
     }
     let p = malloc_as::<CALL>(total);
     if !p.is_null() {
@@ -178,9 +189,7 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
     if entry & TAG_LARGE != 0 {
         let l = large::header(entry);
         // SAFETY: the map gives a live large header.
-        if unsafe { (*l).base } as usize != p {
-            diag::fatal(api, "invalid pointer (inside a large block)", p);
-        }
+        unsafe { large::check_live(l, p, api) };
         return Owner::Large(l);
     }
     // SAFETY: the map gives a live arena header.
@@ -313,7 +322,8 @@ pub unsafe fn usable_size(p: *mut u8, api: Api) -> usize {
 pub fn trim() -> bool {
     heap::trim_current_thread();
     remote::sweep_abandoned();
-    arena::trim()
+    let large = large::trim();
+    arena::trim() | large
 }
 
 /// Does the address map know `p`? (For callers that must tell our pointers from foreign ones.)

@@ -5,6 +5,13 @@
 //!
 //! Headers live in a small slab of their own (`HEADERS`), not in front of the block: the block
 //! then starts on the chunk boundary, which serves every alignment up to 4 MiB for free.
+//!
+//! A program that allocates and frees big buffers in a loop would pay a map, an unmap and the
+//! page faults of fresh memory every time. So a freed large block goes to a small cache
+//! (`CACHE`: at most `CACHE_SLOTS` blocks and `options::purge_threshold()` bytes, the same
+//! bound as idle pool memory) and is reused by a request it fits with at most a quarter to
+//! spare; anything beyond the bound is unmapped at once, and `malloc_trim` empties the cache.
+//! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
 use core::ptr;
 
@@ -19,7 +26,46 @@ pub struct Large {
     pub base: *mut u8,
     /// Mapped bytes: the request rounded up to pages (`malloc_usable_size`).
     pub size: usize,
+    /// Freed and waiting in the cache.
+    pub cached: bool,
     next_spare: *mut Large,
+}
+
+const CACHE_SLOTS: usize = 16;
+
+struct Cache {
+    blocks: [*mut Large; CACHE_SLOTS],
+    len: usize,
+    bytes: usize,
+}
+// SAFETY: the headers are only touched under the lock.
+unsafe impl Send for Cache {}
+
+static CACHE: Lock<Cache> = Lock::new(Cache { blocks: [ptr::null_mut(); CACHE_SLOTS], len: 0, bytes: 0 });
+
+/// Takes a cached block of at least `len` bytes with at most a quarter to spare.
+fn take_cached(len: usize) -> *mut Large {
+    let mut c = CACHE.lock();
+    let mut best = CACHE_SLOTS;
+    for i in 0..c.len {
+        // SAFETY: cached headers are live under the lock.
+        let size = unsafe { (*c.blocks[i]).size };
+        if size >= len && size - len <= len / 4 && (best == CACHE_SLOTS || size < unsafe { (*c.blocks[best]).size }) {
+            best = i;
+        }
+    }
+    if best == CACHE_SLOTS {
+        return ptr::null_mut();
+    }
+    let l = c.blocks[best];
+    c.len -= 1;
+    c.blocks[best] = c.blocks[c.len];
+    // SAFETY: as above; the block leaves the cache and becomes the caller's.
+    unsafe {
+        c.bytes -= (*l).size;
+        (*l).cached = false;
+    }
+    l
 }
 
 struct Headers {
@@ -70,12 +116,29 @@ fn mapped_size(size: usize) -> Option<usize> {
     }
 }
 
-/// A fresh zeroed block of at least `size` bytes aligned to `align` (a power of two).
-/// Null on exhaustion (the caller sets errno).
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
+/// A block of at least `size` bytes aligned to `align` (a power of two), and whether it is
+/// fresh from the kernel (so already zero). Null on exhaustion (the caller sets errno).
+pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     let Some(len) = mapped_size(size) else {
-        return ptr::null_mut();
+        return (ptr::null_mut(), false);
     };
+    if align <= CHUNK_SIZE {
+        let l = take_cached(len);
+        if !l.is_null() {
+            // SAFETY: the header is ours now.
+            let (base, size) = unsafe { ((*l).base, (*l).size) };
+            let g = stats::global();
+            g.large_live.add(1);
+            g.large_bytes.add(size);
+            g.bytes_in_use.add(size);
+            g.large_cached.sub(size);
+            return (base, false);
+        }
+    }
+    (map_new(len, align), true)
+}
+
+fn map_new(len: usize, align: usize) -> *mut u8 {
     let base = os::map_aligned(len, align.max(CHUNK_SIZE));
     if base.is_null() {
         return ptr::null_mut();
@@ -90,6 +153,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     unsafe {
         (*l).base = base;
         (*l).size = len;
+        (*l).cached = false;
     }
     if !addr_map::register(base as usize, len, l as usize | TAG_LARGE) {
         // SAFETY: as above.
@@ -111,27 +175,81 @@ pub fn header(entry: usize) -> *mut Large {
     (entry & !TAG_LARGE) as *mut Large
 }
 
-/// Frees the large block at `p`.
+/// Checks that `p` is the live large block of header `l`, aborting otherwise.
 ///
 /// # Safety
 /// `l` is the header the address map gives for `p`.
-pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
+pub unsafe fn check_live(l: *mut Large, p: usize, api: &str) {
     // SAFETY: l is a live header (the map pointed at it).
     unsafe {
         if (*l).base as usize != p {
             crate::diag::fatal(api, "invalid pointer (inside a large block)", p);
         }
+        if (*l).cached {
+            crate::diag::fatal(api, "double free detected for", p);
+        }
+    }
+}
+
+/// Frees the large block at `p`: into the cache if it fits there, else unmapped.
+///
+/// # Safety
+/// `l` is the header the address map gives for `p`.
+pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
+    // SAFETY: l is a live header (the map pointed at it); check_live confirms p is its block.
+    unsafe {
+        check_live(l, p, api);
+        let len = (*l).size;
+        let g = stats::global();
+        g.large_live.sub(1);
+        g.large_bytes.sub(len);
+        g.bytes_in_use.sub(len);
+        {
+            let mut c = CACHE.lock();
+            if c.len < CACHE_SLOTS && c.bytes + len <= crate::options::purge_threshold() {
+                (*l).cached = true;
+                let n = c.len;
+                c.blocks[n] = l;
+                c.len += 1;
+                c.bytes += len;
+                g.large_cached.add(len);
+                return;
+            }
+        }
+        unmap(l);
+    }
+}
+
+/// Unmaps a large block that is neither live nor cached.
+unsafe fn unmap(l: *mut Large) {
+    // SAFETY: the caller owns the header and nobody uses its block.
+    unsafe {
         let (base, len) = ((*l).base, (*l).size);
         addr_map::unregister(base as usize, len);
         os::unmap(base, len);
         drop_header(l);
         let g = stats::global();
-        g.large_live.sub(1);
-        g.large_bytes.sub(len);
-        g.bytes_in_use.sub(len);
         g.bytes_mapped.sub(len);
         g.bytes_returned.add(len);
     }
+}
+
+/// Unmaps every cached block; returns whether there was any.
+pub fn trim() -> bool {
+    let mut c = CACHE.lock();
+    let had = c.len > 0;
+    while c.len > 0 {
+        c.len -= 1;
+        let l = c.blocks[c.len];
+        // SAFETY: the header leaves the cache; it is ours to unmap.
+        unsafe {
+            c.bytes -= (*l).size;
+            stats::global().large_cached.sub((*l).size);
+            (*l).cached = false;
+            unmap(l);
+        }
+    }
+    had
 }
 
 /// Resizes the large block at `p` to hold `size` bytes (more than `POOLED_MAX`). Returns the
@@ -201,11 +319,15 @@ fn account_resize(old_len: usize, new_len: usize) {
 }
 
 pub fn lock_for_fork() {
+    CACHE.hold_for_fork();
     HEADERS.hold_for_fork();
 }
 /// # Safety
 /// Only after `lock_for_fork`.
 pub unsafe fn unlock_after_fork() {
     // SAFETY: forwarded contract.
-    unsafe { HEADERS.release_after_fork() };
+    unsafe {
+        HEADERS.release_after_fork();
+        CACHE.release_after_fork();
+    }
 }

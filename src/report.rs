@@ -51,6 +51,7 @@ struct Snapshot {
     large_bytes: usize,
     large_peak_bytes: usize,
     large_mremaps: usize,
+    large_cached: usize,
     threads_seen: usize,
     pools_abandoned: usize,
     pools_adopted: usize,
@@ -100,6 +101,7 @@ fn snapshot() -> Snapshot {
         large_bytes: g.large_bytes.get(),
         large_peak_bytes: g.large_bytes.peak(),
         large_mremaps: g.large_mremaps.get(),
+        large_cached: g.large_cached.get(),
         threads_seen: g.threads_seen.get(),
         pools_abandoned: g.pools_abandoned.get(),
         pools_adopted: g.pools_adopted.get(),
@@ -219,6 +221,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     line(w, "# bytes in large blocks", s.large_bytes)?;
     line(w, "# peak bytes in large blocks", s.large_peak_bytes)?;
     count(w, "# large blocks resized with mremap", s.large_mremaps)?;
+    line(w, "# freed large bytes cached for reuse", s.large_cached)?;
     writeln!(w)?;
     writeln!(w, "Calls (all threads, exited ones included)")?;
     let labels = [
@@ -294,8 +297,8 @@ fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     )?;
     write!(
         w,
-        "\"large\":{{\"live\":{},\"bytes\":{},\"peak_bytes\":{},\"mremaps\":{}}},",
-        s.large_live, s.large_bytes, s.large_peak_bytes, s.large_mremaps
+        "\"large\":{{\"live\":{},\"bytes\":{},\"peak_bytes\":{},\"mremaps\":{},\"cached\":{}}},",
+        s.large_live, s.large_bytes, s.large_peak_bytes, s.large_mremaps, s.large_cached
     )?;
     write!(w, "\"calls\":{{")?;
     for i in 0..call::COUNT {

@@ -60,6 +60,8 @@ pub struct GlobalStats {
     pub large_live: Gauge,
     pub large_bytes: Gauge,
     pub large_mremaps: Gauge,
+    /// Bytes of freed large blocks kept for reuse.
+    pub large_cached: Gauge,
     pub threads_seen: Gauge,
     pub pools_abandoned: Gauge,
     pub pools_adopted: Gauge,
@@ -80,6 +82,7 @@ static GLOBAL: GlobalStats = GlobalStats {
     large_live: Gauge::new(),
     large_bytes: Gauge::new(),
     large_mremaps: Gauge::new(),
+    large_cached: Gauge::new(),
     threads_seen: Gauge::new(),
     pools_abandoned: Gauge::new(),
     pools_adopted: Gauge::new(),
