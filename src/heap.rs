@@ -17,7 +17,7 @@
 //! thread (other TLS destructors) are served, under a lock, by the `ORPHAN` heap.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arena;
 use crate::pool::{Block, Pool, PoolState, FULL_BIAS};
@@ -146,6 +146,29 @@ static REGISTRY: Lock<Registry> =
 
 /// Empty pools a heap keeps for reuse before giving them back to their arenas.
 const KEEP_EMPTY_BYTES: usize = 2 << 20;
+/// Bytes of kept empty pools over all heaps: bounded by the purge threshold, so 32 threads do
+/// not keep 32 times the idle memory of one.
+static KEPT_TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+fn keep_globally(bytes: usize) -> bool {
+    let limit = crate::options::purge_threshold();
+    let mut cur = KEPT_TOTAL.load(Ordering::Relaxed);
+    loop {
+        if cur + bytes > limit {
+            return false;
+        }
+        match KEPT_TOTAL.compare_exchange_weak(cur, cur + bytes, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+fn unkeep(heap: *mut Heap, bytes: usize) {
+    // SAFETY: the caller owns the heap.
+    unsafe { (*heap).kept_empty -= bytes };
+    KEPT_TOTAL.fetch_sub(bytes, Ordering::Relaxed);
+}
 
 fn pool_bytes(pool: *mut Pool) -> usize {
     // SAFETY: a pool in use belongs to a live arena.
@@ -296,7 +319,7 @@ pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
         // through the arena lock.
         if (*pool).used == 0 {
             let bytes = pool_bytes(pool);
-            if (*heap).kept_empty + bytes <= KEEP_EMPTY_BYTES {
+            if (*heap).kept_empty + bytes <= KEEP_EMPTY_BYTES && keep_globally(bytes) {
                 (*heap).kept_empty += bytes;
             } else {
                 avail_remove(heap, pool);
@@ -357,7 +380,7 @@ unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
             } else {
                 if (*next).used == 0 {
                     // A kept empty pool becomes the head: it is no longer kept.
-                    (*heap).kept_empty -= pool_bytes(next);
+                    unkeep(heap, pool_bytes(next));
                 }
                 (*next).prev = ptr::null_mut();
                 (*next).used += 1;
@@ -477,6 +500,8 @@ pub unsafe fn thread_exit(heap: *mut Heap) {
 unsafe fn detach(heap: *mut Heap) {
     // SAFETY: per the contract.
     unsafe {
+        // Every pool leaves through the head of its class list, so each kept pool is
+        // un-kept when promoted (avail_remove) and kept_empty ends at zero.
         for class in 0..NUM_CLASSES {
             while (*heap).avail[class] != empty_pool() {
                 let pool = (*heap).avail[class];
@@ -489,6 +514,7 @@ unsafe fn detach(heap: *mut Heap) {
             full_remove(heap, pool);
             hand_over(pool);
         }
+        debug_assert_eq!((*heap).kept_empty, 0);
         let mut reg = REGISTRY.lock();
         reg.dead_counts.merge(&(*heap).counts);
         if !(*heap).prev.is_null() {
@@ -540,7 +566,8 @@ pub fn trim_current_thread() {
                 pool = next;
             }
         }
-        (*heap).kept_empty = 0;
+        // Every kept pool was released above.
+        unkeep(heap, (*heap).kept_empty);
     }
 }
 
