@@ -58,7 +58,7 @@ pub fn lookup(addr: usize) -> usize {
 /// Records `entry` for every chunk that `[start, start + len)` touches. `start` must be
 /// chunk-aligned. Returns false (and records nothing) if a leaf could not be mapped.
 pub fn register(start: usize, len: usize, entry: usize) -> bool {
-    debug_assert!(start % CHUNK_SIZE == 0 && len > 0 && entry != 0);
+    debug_assert!(start.is_multiple_of(CHUNK_SIZE) && len > 0 && entry != 0);
     let first = start >> CHUNK_SHIFT;
     let last = (start + len - 1) >> CHUNK_SHIFT;
     if (last >> LEAF_BITS) >= ROOT_LEN {
@@ -106,7 +106,9 @@ fn leaf_for(chunk: usize) -> *mut Leaf {
     // A fresh mapping is zero, which is an array of AtomicUsize(0): no initialisation needed.
     let fresh = crate::os::map(core::mem::size_of::<Leaf>(), 0) as *mut Leaf;
     if !fresh.is_null() {
-        crate::stats::global().meta_mapped.add(core::mem::size_of::<Leaf>());
+        crate::stats::global()
+            .meta_mapped
+            .add(core::mem::size_of::<Leaf>());
         slot.store(fresh, Ordering::Release);
     }
     fresh

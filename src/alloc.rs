@@ -201,7 +201,9 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
         if (*(p as *mut Block)).key == (*pool).freed_key() {
             diag::fatal(api, "pointer already freed:", p);
         }
-        Owner::Pooled { block_size: (*pool).block_size as usize }
+        Owner::Pooled {
+            block_size: (*pool).block_size as usize,
+        }
     }
 }
 
@@ -292,7 +294,7 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
         // a multiple of their size, which is a power of two at least as large as the block.
         let mut c = class_of(size.max(align));
         while c < NUM_CLASSES {
-            if class_size(c) % align == 0 {
+            if class_size(c).is_multiple_of(align) {
                 return heap::alloc_class::<{ call::ALIGNED }>(c);
             }
             c += 1;

@@ -87,7 +87,11 @@ pub fn set_purge_threshold(bytes: usize) {
 #[inline(always)]
 pub unsafe fn pool_of(arena: *mut Arena, p: usize) -> *mut Pool {
     // SAFETY: the index is masked to the arena's granules.
-    unsafe { *(*arena).granule_pool.get_unchecked((p & (ARENA_SIZE - 1)) >> GRANULE_SHIFT) }
+    unsafe {
+        *(*arena)
+            .granule_pool
+            .get_unchecked((p & (ARENA_SIZE - 1)) >> GRANULE_SHIFT)
+    }
 }
 
 /// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory.
@@ -424,7 +428,11 @@ pub struct ArenaCensus {
 /// returns the arena-level census. `f` must not take the arena lock.
 pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
     let a = ARENAS.lock();
-    let mut census = ArenaCensus { dirty_bytes: a.dirty_bytes, reserve: !a.reserve.is_null(), ..Default::default() };
+    let mut census = ArenaCensus {
+        dirty_bytes: a.dirty_bytes,
+        reserve: !a.reserve.is_null(),
+        ..Default::default()
+    };
     // Full arenas are on no list, so walk the address map, which knows every live arena.
     crate::addr_map::for_each_entry(|entry| {
         if entry & addr_map::TAG_LARGE != 0 {

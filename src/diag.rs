@@ -15,13 +15,20 @@ pub struct FixedBuf<const N: usize> {
 
 impl<const N: usize> FixedBuf<N> {
     pub const fn new() -> Self {
-        FixedBuf { bytes: [0; N], len: 0, overflowed: false }
+        FixedBuf {
+            bytes: [0; N],
+            len: 0,
+            overflowed: false,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
     pub fn len(&self) -> usize {
         self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
     pub fn clear(&mut self) {
         self.len = 0;
@@ -56,7 +63,7 @@ impl<const N: usize> fmt::Write for FixedBuf<N> {
 pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
     use fmt::Write;
     let mut buf = FixedBuf::<256>::new();
-    let _ = write!(buf, "poolmalloc: {api}(): {what} {addr:#x}\n");
+    let _ = writeln!(buf, "poolmalloc: {api}(): {what} {addr:#x}");
     crate::os::write_all(2, buf.as_bytes());
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }

@@ -42,7 +42,15 @@ pub mod call {
     pub const REMOTE_FREE: usize = 6;
     pub const COUNT: usize = 7;
     pub const NOT_COUNTED: usize = COUNT;
-    pub const NAMES: [&str; COUNT] = ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "remote_free"];
+    pub const NAMES: [&str; COUNT] = [
+        "malloc",
+        "calloc",
+        "realloc",
+        "free",
+        "aligned",
+        "pyobject",
+        "remote_free",
+    ];
 }
 
 /// Per-thread call counts: plain integers bumped by the owning thread only (one `inc` on the
@@ -141,8 +149,11 @@ struct Registry {
 // SAFETY: the pointers are only followed under the registry lock.
 unsafe impl Send for Registry {}
 
-static REGISTRY: Lock<Registry> =
-    Lock::new(Registry { live: ptr::null_mut(), spare: ptr::null_mut(), dead_counts: CallCounts::ZERO });
+static REGISTRY: Lock<Registry> = Lock::new(Registry {
+    live: ptr::null_mut(),
+    spare: ptr::null_mut(),
+    dead_counts: CallCounts::ZERO,
+});
 
 /// Empty pools a heap keeps for reuse before giving them back to their arenas.
 const KEEP_EMPTY_BYTES: usize = 2 << 20;
@@ -581,8 +592,8 @@ pub unsafe fn after_fork_child() {
         let victim = {
             let reg = REGISTRY.lock();
             let mut h = reg.live;
-            // SAFETY: live heaps are valid under the lock.
             while !h.is_null() && h == me {
+                // SAFETY: live heaps are valid under the registry lock.
                 h = unsafe { (*h).next };
             }
             h

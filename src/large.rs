@@ -41,17 +41,23 @@ struct Cache {
 // SAFETY: the headers are only touched under the lock.
 unsafe impl Send for Cache {}
 
-static CACHE: Lock<Cache> = Lock::new(Cache { blocks: [ptr::null_mut(); CACHE_SLOTS], len: 0, bytes: 0 });
+static CACHE: Lock<Cache> = Lock::new(Cache {
+    blocks: [ptr::null_mut(); CACHE_SLOTS],
+    len: 0,
+    bytes: 0,
+});
 
 /// Takes a cached block of at least `len` bytes with at most a quarter to spare.
 fn take_cached(len: usize) -> *mut Large {
     let mut c = CACHE.lock();
     let mut best = CACHE_SLOTS;
+    let mut best_size = usize::MAX;
     for i in 0..c.len {
         // SAFETY: cached headers are live under the lock.
         let size = unsafe { (*c.blocks[i]).size };
-        if size >= len && size - len <= len / 4 && (best == CACHE_SLOTS || size < unsafe { (*c.blocks[best]).size }) {
+        if size >= len && size - len <= len / 4 && size < best_size {
             best = i;
+            best_size = size;
         }
     }
     if best == CACHE_SLOTS {
@@ -74,7 +80,9 @@ struct Headers {
 // SAFETY: headers are only handed out and taken back under the lock.
 unsafe impl Send for Headers {}
 
-static HEADERS: Lock<Headers> = Lock::new(Headers { spare: ptr::null_mut() });
+static HEADERS: Lock<Headers> = Lock::new(Headers {
+    spare: ptr::null_mut(),
+});
 const HEADER_SLAB: usize = 64 * 1024;
 
 fn new_header() -> *mut Large {

@@ -33,9 +33,18 @@ static OPTIONS: Options = Options {
 
 /// The table: name, what it does, accepted values.
 pub const TABLE: &[(&str, &str)] = &[
-    ("POOLMALLOC_STATS", "report at exit: unset, empty or 0 = none; 1 or text = text; json = JSON"),
-    ("POOLMALLOC_STATS_FILE", "write the report to this path instead of stderr; %p becomes the pid"),
-    ("POOLMALLOC_PURGE_BYTES", "free-but-resident pool bytes allowed before they are discarded (default 8388608; K/M/G suffixes)"),
+    (
+        "POOLMALLOC_STATS",
+        "report at exit: unset, empty or 0 = none; 1 or text = text; json = JSON",
+    ),
+    (
+        "POOLMALLOC_STATS_FILE",
+        "write the report to this path instead of stderr; %p becomes the pid",
+    ),
+    (
+        "POOLMALLOC_PURGE_BYTES",
+        "free-but-resident pool bytes allowed before they are discarded (default 8388608; K/M/G suffixes)",
+    ),
 ];
 
 pub fn stats_mode() -> StatsMode {

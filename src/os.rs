@@ -51,7 +51,7 @@ static NEXT_HINT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUs
 /// Maps `size` bytes whose start is a multiple of `align` (a power of two ≥ the page size).
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     use core::sync::atomic::Ordering::Relaxed;
-    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE && size % PAGE_SIZE == 0);
+    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE && size.is_multiple_of(PAGE_SIZE));
     let hint = NEXT_HINT.load(Relaxed);
     if hint != 0 && hint > size {
         let want = (hint - size) & !(align - 1);
@@ -181,7 +181,11 @@ pub fn current_rss() -> usize {
     fields.next();
     let pages = fields
         .next()
-        .map(|f| f.iter().take_while(|b| b.is_ascii_digit()).fold(0usize, |a, &d| a * 10 + (d - b'0') as usize))
+        .map(|f| {
+            f.iter()
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0usize, |a, &d| a * 10 + (d - b'0') as usize)
+        })
         .unwrap_or(0);
     pages * PAGE_SIZE
 }

@@ -40,7 +40,6 @@ pub struct Block {
     pub key: usize,
 }
 
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum PoolState {
@@ -129,7 +128,9 @@ impl Pool {
     }
 
     /// A descriptor for no pool at all: `free` is null, so the malloc fast path falls through
-    /// to the slow path without a separate "is there a pool" test.
+    /// to the slow path without a separate "is there a pool" test. A template: every use
+    /// copies it (into `EMPTY_POOL` or an arena header), which is what we want.
+    #[allow(clippy::declare_interior_mutable_const)]
     pub const EMPTY: Pool = Pool {
         free: ptr::null_mut(),
         used: 0,
@@ -225,7 +226,10 @@ impl Pool {
             // SAFETY: as above.
             unsafe { (*b).next = head };
             // Release: the owner that swaps the list out must see `next` and `key` written.
-            match self.thread_free.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+            match self
+                .thread_free
+                .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
@@ -350,7 +354,11 @@ mod tests {
             let start = p.start as usize;
             for off in (0..pool_size + 64).step_by(16) {
                 let expect = off % size == 0 && off / size < p.capacity as usize;
-                assert_eq!(p.block_index(start + off).is_some(), expect, "class {class} off {off}");
+                assert_eq!(
+                    p.block_index(start + off).is_some(),
+                    expect,
+                    "class {class} off {off}"
+                );
                 if expect {
                     assert_eq!(p.block_index(start + off), Some((off / size) as u32));
                 }

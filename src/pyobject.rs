@@ -33,7 +33,10 @@ fn next_symbol(slot: &AtomicUsize, name: &'static [u8]) -> Option<usize> {
     loop {
         match slot.load(Ordering::Acquire) {
             UNRESOLVED => {
-                if slot.compare_exchange(UNRESOLVED, RESOLVING, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if slot
+                    .compare_exchange(UNRESOLVED, RESOLVING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     // SAFETY: name is NUL-terminated; RTLD_NEXT searches the objects after ours.
                     let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
                     let v = if f == 0 { MISSING } else { f };
@@ -92,7 +95,11 @@ pub unsafe fn free(p: *mut u8) {
 #[cold]
 fn forward_free(p: *mut u8) {
     let Some(f) = next_symbol(&NEXT_FREE, b"PyObject_Free\0") else {
-        diag::fatal("PyObject_Free", "invalid pointer (not allocated by poolmalloc, and no other PyObject_Free)", p as usize);
+        diag::fatal(
+            "PyObject_Free",
+            "invalid pointer (not allocated by poolmalloc, and no other PyObject_Free)",
+            p as usize,
+        );
     };
     stats::global().pyobject_forwarded.add(1);
     // SAFETY: f is the address of the next PyObject_Free, whose C signature is this.
@@ -103,7 +110,11 @@ fn forward_free(p: *mut u8) {
 #[cold]
 fn forward_realloc(p: *mut u8, size: usize) -> *mut u8 {
     let Some(f) = next_symbol(&NEXT_REALLOC, b"PyObject_Realloc\0") else {
-        diag::fatal("PyObject_Realloc", "invalid pointer (not allocated by poolmalloc, and no other PyObject_Realloc)", p as usize);
+        diag::fatal(
+            "PyObject_Realloc",
+            "invalid pointer (not allocated by poolmalloc, and no other PyObject_Realloc)",
+            p as usize,
+        );
     };
     stats::global().pyobject_forwarded.add(1);
     // SAFETY: f is the address of the next PyObject_Realloc, whose C signature is this.

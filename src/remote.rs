@@ -29,7 +29,10 @@ struct Abandoned {
 // SAFETY: the pools are only touched under the lock.
 unsafe impl Send for Abandoned {}
 
-static ABANDONED: Lock<Abandoned> = Lock::new(Abandoned { heads: [ptr::null_mut(); NUM_CLASSES], count: 0 });
+static ABANDONED: Lock<Abandoned> = Lock::new(Abandoned {
+    heads: [ptr::null_mut(); NUM_CLASSES],
+    count: 0,
+});
 static ABANDONED_HINT: AtomicBool = AtomicBool::new(false);
 
 /// Frees `p`, a pointer into `pool`, which the calling thread does not own.

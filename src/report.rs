@@ -170,14 +170,25 @@ impl fmt::Display for Human {
 }
 
 fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
-    writeln!(w, "poolmalloc {} statistics (pid {})", env!("CARGO_PKG_VERSION"), std::process::id())?;
-    writeln!(w, "Small block threshold = {SMALL_MAX}, in {NUM_SMALL} size classes.")?;
+    writeln!(
+        w,
+        "poolmalloc {} statistics (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )?;
+    writeln!(
+        w,
+        "Small block threshold = {SMALL_MAX}, in {NUM_SMALL} size classes."
+    )?;
     writeln!(w)?;
     writeln!(w, "class   size   num pools   blocks in use  avail blocks")?;
     writeln!(w, "-----   ----   ---------   -------------  ------------")?;
     for (c, row) in s.classes.iter().enumerate() {
         if c == NUM_SMALL {
-            writeln!(w, "--- classes above {SMALL_MAX} bytes (up to {POOLED_MAX}), beyond CPython ---")?;
+            writeln!(
+                w,
+                "--- classes above {SMALL_MAX} bytes (up to {POOLED_MAX}), beyond CPython ---"
+            )?;
         }
         if row.pools == 0 {
             continue;
@@ -196,25 +207,37 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     let line = |w: &mut W, label: &str, v: usize| -> fmt::Result {
         writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
     };
-    let count = |w: &mut W, label: &str, v: usize| -> fmt::Result { writeln!(w, "{label:<40} = {:>21}", Commas(v)) };
+    let count =
+        |w: &mut W, label: &str, v: usize| -> fmt::Result { writeln!(w, "{label:<40} = {:>21}", Commas(v)) };
     count(w, "# arenas allocated total", s.arenas_total)?;
     count(w, "# arenas reclaimed", s.arenas_reclaimed)?;
     count(w, "# arenas highwater mark", s.arenas_highwater)?;
     count(w, "# arenas allocated current", s.arenas_current)?;
     let mut label = FixedBuf::<64>::new();
     let _ = write!(label, "{} arenas * {} bytes/arena", s.arenas_current, ARENA_SIZE);
-    line(w, core::str::from_utf8(label.as_bytes()).unwrap_or(""), s.arenas_current * ARENA_SIZE)?;
+    line(
+        w,
+        core::str::from_utf8(label.as_bytes()).unwrap_or(""),
+        s.arenas_current * ARENA_SIZE,
+    )?;
     writeln!(w)?;
     line(w, "# bytes in allocated blocks", s.allocated_bytes)?;
     line(w, "# bytes in available blocks", s.available_bytes)?;
     let mut label = FixedBuf::<64>::new();
     let _ = write!(label, "{} unused pools", s.unused_pools);
-    line(w, core::str::from_utf8(label.as_bytes()).unwrap_or(""), s.unused_pool_bytes)?;
+    line(
+        w,
+        core::str::from_utf8(label.as_bytes()).unwrap_or(""),
+        s.unused_pool_bytes,
+    )?;
     line(w, "# bytes lost to pool headers", 0)?;
     line(w, "# bytes lost to quantization", s.quantization_bytes)?;
     line(w, "# bytes lost to arena alignment", 0)?;
     line(w, "Total", s.total())?;
-    writeln!(w, "  (pool and arena headers live outside the arenas: see metadata below)")?;
+    writeln!(
+        w,
+        "  (pool and arena headers live outside the arenas: see metadata below)"
+    )?;
     writeln!(w)?;
     writeln!(w, "Large blocks (over {POOLED_MAX} bytes, one mapping each)")?;
     count(w, "# large blocks live", s.large_live)?;
@@ -257,8 +280,16 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
 }
 
 fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
-    write!(w, "{{\"version\":\"{}\",\"pid\":{},", env!("CARGO_PKG_VERSION"), std::process::id())?;
-    write!(w, "\"small_block_threshold\":{SMALL_MAX},\"small_classes\":{NUM_SMALL},\"pooled_max\":{POOLED_MAX},")?;
+    write!(
+        w,
+        "{{\"version\":\"{}\",\"pid\":{},",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )?;
+    write!(
+        w,
+        "\"small_block_threshold\":{SMALL_MAX},\"small_classes\":{NUM_SMALL},\"pooled_max\":{POOLED_MAX},"
+    )?;
     write!(w, "\"classes\":[")?;
     let mut first = true;
     for (c, row) in s.classes.iter().enumerate() {
@@ -365,7 +396,10 @@ impl Write for SliceWriter<'_> {
 /// Prints the text report on `fd`.
 pub fn print_text(fd: i32) {
     let s = snapshot();
-    let mut w = FdWriter { fd, buf: FixedBuf::new() };
+    let mut w = FdWriter {
+        fd,
+        buf: FixedBuf::new(),
+    };
     let _ = write_text(&mut w, &s);
     w.flush();
 }
@@ -373,7 +407,10 @@ pub fn print_text(fd: i32) {
 /// Prints the JSON report on `fd`.
 pub fn print_json(fd: i32) {
     let s = snapshot();
-    let mut w = FdWriter { fd, buf: FixedBuf::new() };
+    let mut w = FdWriter {
+        fd,
+        buf: FixedBuf::new(),
+    };
     let _ = write_json(&mut w, &s);
     w.flush();
 }
@@ -442,7 +479,10 @@ fn open_destination() -> i32 {
     }
     let _ = buf.write_char('\0');
     if buf.overflowed {
-        os::write_all(2, b"poolmalloc: POOLMALLOC_STATS_FILE is too long; report goes to stderr\n");
+        os::write_all(
+            2,
+            b"poolmalloc: POOLMALLOC_STATS_FILE is too long; report goes to stderr\n",
+        );
         return 2;
     }
     // SAFETY: buf holds a NUL-terminated path.
@@ -454,7 +494,10 @@ fn open_destination() -> i32 {
         )
     };
     if fd < 0 {
-        os::write_all(2, b"poolmalloc: cannot open POOLMALLOC_STATS_FILE; report goes to stderr\n");
+        os::write_all(
+            2,
+            b"poolmalloc: cannot open POOLMALLOC_STATS_FILE; report goes to stderr\n",
+        );
         return 2;
     }
     fd
@@ -467,10 +510,26 @@ mod tests {
     #[test]
     fn numbers_read_well() {
         let mut b = FixedBuf::<64>::new();
-        write!(b, "{} {} {} {}", Commas(0), Commas(999), Commas(1000), Commas(16777216)).unwrap();
+        write!(
+            b,
+            "{} {} {} {}",
+            Commas(0),
+            Commas(999),
+            Commas(1000),
+            Commas(16777216)
+        )
+        .unwrap();
         assert_eq!(b.as_bytes(), b"0 999 1,000 16,777,216");
         let mut b = FixedBuf::<64>::new();
-        write!(b, "{} {} {} {}", Human(512), Human(1536), Human(3 << 20), Human(5 << 30)).unwrap();
+        write!(
+            b,
+            "{} {} {} {}",
+            Human(512),
+            Human(1536),
+            Human(3 << 20),
+            Human(5 << 30)
+        )
+        .unwrap();
         assert_eq!(b.as_bytes(), b"512 B 1.5 KiB 3.0 MiB 5.0 GiB");
     }
 

@@ -14,7 +14,10 @@ pub struct Gauge {
 
 impl Gauge {
     pub const fn new() -> Self {
-        Gauge { now: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+        Gauge {
+            now: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
     }
     #[inline]
     pub fn add(&self, n: usize) {
