@@ -34,7 +34,8 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 /// Tag bit set on entries that point at a `Large` header.
 pub const TAG_LARGE: usize = 1;
 
-static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN];
+static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN];
 static WRITE_LOCK: crate::sync::Lock<()> = crate::sync::Lock::new(());
 
 /// The entry for the chunk holding `addr`: 0 if that chunk is not ours.

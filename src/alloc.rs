@@ -18,7 +18,9 @@ use crate::large;
 use crate::os::{self, PAGE_SIZE};
 use crate::pool::Block;
 use crate::remote;
-use crate::size_class::{class_of, class_of_small, class_size, NUM_CLASSES, POOLED_MAX, SMALL_LOOKUP_MAX};
+use crate::size_class::{
+    class_of, class_of_small, class_size, NUM_CLASSES, POOLED_MAX, SMALL_LOOKUP_MAX,
+};
 use crate::tls;
 
 /// The name of the C function on whose behalf we act, for messages.
@@ -159,7 +161,12 @@ unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api, call: usize) {
 /// free (the program may, in theory, have stored that value itself), else free it normally.
 #[cold]
 #[inline(never)]
-unsafe fn free_suspected_double(pool: *mut crate::pool::Pool, b: *mut Block, api: Api, call: usize) {
+unsafe fn free_suspected_double(
+    pool: *mut crate::pool::Pool,
+    b: *mut Block,
+    api: Api,
+    call: usize,
+) {
     // SAFETY: the caller checked that this thread owns the pool and b starts one of its blocks.
     unsafe {
         if (*pool).holds_free_block(b) {

@@ -268,7 +268,10 @@ unsafe fn format_arena(arena: *mut Arena, kind: usize) {
             (*arena).free_pools = pool;
         }
         for g in 0..GRANULES {
-            (*arena).granule_pool[g] = (*arena).pools.as_mut_ptr().add(g >> (shift - GRANULE_SHIFT));
+            (*arena).granule_pool[g] = (*arena)
+                .pools
+                .as_mut_ptr()
+                .add(g >> (shift - GRANULE_SHIFT));
         }
     }
 }

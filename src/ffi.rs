@@ -161,7 +161,11 @@ pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
 /// # Safety
 /// As for `posix_memalign`.
 #[no_mangle]
-pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+pub unsafe extern "C" fn __posix_memalign(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { posix_memalign(out, align, size) }
 }

@@ -62,7 +62,9 @@ pub struct CallCounts {
 }
 
 impl CallCounts {
-    pub const ZERO: CallCounts = CallCounts { n: [0; call::COUNT] };
+    pub const ZERO: CallCounts = CallCounts {
+        n: [0; call::COUNT],
+    };
     pub fn merge(&mut self, o: &CallCounts) {
         for (a, b) in self.n.iter_mut().zip(o.n.iter()) {
             *a += b;
@@ -168,7 +170,12 @@ fn keep_globally(bytes: usize) -> bool {
         if cur + bytes > limit {
             return false;
         }
-        match KEPT_TOTAL.compare_exchange_weak(cur, cur + bytes, Ordering::Relaxed, Ordering::Relaxed) {
+        match KEPT_TOTAL.compare_exchange_weak(
+            cur,
+            cur + bytes,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return true,
             Err(c) => cur = c,
         }

@@ -49,7 +49,13 @@ fn on_load() {
     crate::options::load();
     crate::arena::set_purge_threshold(crate::options::purge_threshold());
     // SAFETY: the handlers are plain functions that only take and release our locks.
-    unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        )
+    };
     crate::report::on_load();
 }
 

@@ -133,7 +133,9 @@ pub fn load() {
 
 fn apply(name: &[u8], value: &[u8], value_ptr: *const c_char) {
     match name {
-        b"POOLMALLOC_STATS" => OPTIONS.stats.store(parse_stats_mode(value) as usize, Relaxed),
+        b"POOLMALLOC_STATS" => OPTIONS
+            .stats
+            .store(parse_stats_mode(value) as usize, Relaxed),
         b"POOLMALLOC_STATS_FILE" => OPTIONS.stats_file.store(value_ptr as *mut c_char, Relaxed),
         b"POOLMALLOC_PURGE_BYTES" => {
             if let Some(n) = parse_bytes(value) {

@@ -165,7 +165,12 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 pub fn current_rss() -> usize {
     let mut buf = [0u8; 128];
     // SAFETY: a NUL-terminated path literal; open/read/close do not allocate.
-    let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return 0;
     }

@@ -226,10 +226,12 @@ impl Pool {
             // SAFETY: as above.
             unsafe { (*b).next = head };
             // Release: the owner that swaps the list out must see `next` and `key` written.
-            match self
-                .thread_free
-                .compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed)
-            {
+            match self.thread_free.compare_exchange_weak(
+                head,
+                b,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
@@ -346,7 +348,8 @@ mod tests {
     fn block_index_accepts_exactly_the_block_starts() {
         for class in 0..NUM_CLASSES {
             let size = class_size(class);
-            let pool_size = 1usize << crate::size_class::POOL_SHIFT[crate::size_class::pool_kind(class)];
+            let pool_size =
+                1usize << crate::size_class::POOL_SHIFT[crate::size_class::pool_kind(class)];
             let mut p = Pool::EMPTY;
             p.start = 0x10_0000_0000 as *mut u8;
             p.format(class, pool_size);

@@ -38,7 +38,8 @@ fn next_symbol(slot: &AtomicUsize, name: &'static [u8]) -> Option<usize> {
                     .is_ok()
                 {
                     // SAFETY: name is NUL-terminated; RTLD_NEXT searches the objects after ours.
-                    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
+                    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) }
+                        as usize;
                     let v = if f == 0 { MISSING } else { f };
                     slot.store(v, Ordering::Release);
                 }

@@ -119,7 +119,10 @@ fn snapshot() -> Snapshot {
 
 impl Snapshot {
     fn total(&self) -> usize {
-        self.allocated_bytes + self.available_bytes + self.unused_pool_bytes + self.quantization_bytes
+        self.allocated_bytes
+            + self.available_bytes
+            + self.unused_pool_bytes
+            + self.quantization_bytes
     }
 }
 
@@ -207,14 +210,19 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     let line = |w: &mut W, label: &str, v: usize| -> fmt::Result {
         writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
     };
-    let count =
-        |w: &mut W, label: &str, v: usize| -> fmt::Result { writeln!(w, "{label:<40} = {:>21}", Commas(v)) };
+    let count = |w: &mut W, label: &str, v: usize| -> fmt::Result {
+        writeln!(w, "{label:<40} = {:>21}", Commas(v))
+    };
     count(w, "# arenas allocated total", s.arenas_total)?;
     count(w, "# arenas reclaimed", s.arenas_reclaimed)?;
     count(w, "# arenas highwater mark", s.arenas_highwater)?;
     count(w, "# arenas allocated current", s.arenas_current)?;
     let mut label = FixedBuf::<64>::new();
-    let _ = write!(label, "{} arenas * {} bytes/arena", s.arenas_current, ARENA_SIZE);
+    let _ = write!(
+        label,
+        "{} arenas * {} bytes/arena",
+        s.arenas_current, ARENA_SIZE
+    );
     line(
         w,
         core::str::from_utf8(label.as_bytes()).unwrap_or(""),
@@ -239,7 +247,10 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
         "  (pool and arena headers live outside the arenas: see metadata below)"
     )?;
     writeln!(w)?;
-    writeln!(w, "Large blocks (over {POOLED_MAX} bytes, one mapping each)")?;
+    writeln!(
+        w,
+        "Large blocks (over {POOLED_MAX} bytes, one mapping each)"
+    )?;
     count(w, "# large blocks live", s.large_live)?;
     line(w, "# bytes in large blocks", s.large_bytes)?;
     line(w, "# peak bytes in large blocks", s.large_peak_bytes)?;
@@ -259,7 +270,11 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     for (i, l) in labels.iter().enumerate() {
         count(w, l, s.calls.n[i] as usize)?;
     }
-    count(w, "# PyObject pointers passed on (foreign)", s.pyobject_forwarded)?;
+    count(
+        w,
+        "# PyObject pointers passed on (foreign)",
+        s.pyobject_forwarded,
+    )?;
     writeln!(w)?;
     writeln!(w, "Threads")?;
     count(w, "# threads seen", s.threads_seen)?;
