@@ -23,6 +23,13 @@ const char *poolmalloc_version(void);
 int poolmalloc_owns(const void *p);
 
 /**
+ * Walks the allocator's structures (every arena, and the calling thread's heap: free lists,
+ * counts, list states) and returns the number of inconsistencies found, printing the first
+ * ones on stderr. 0 means all is well. Meant for tests; takes the arena lock.
+ */
+int poolmalloc_check(void);
+
+/**
  * Writes the text statistics report (the one `POOLMALLOC_STATS=1` prints at exit) to file
  * descriptor `fd`. Does not allocate.
  */

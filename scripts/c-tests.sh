@@ -85,6 +85,7 @@ many_threads:many_threads.c
 fork_under_load:fork_under_load.c
 rss_release:rss_release.c
 invalid_free:invalid_free.c
+invariants:invariants.c
 cxx:cxx.cc
 "
 

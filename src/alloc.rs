@@ -335,6 +335,12 @@ pub fn trim() -> bool {
     arena::trim() | large
 }
 
+/// Checks the allocator's structures (every arena, and the calling thread's heap); returns
+/// the number of problems found (0 when all is well).
+pub fn check() -> usize {
+    heap::check_current_thread() + arena::check()
+}
+
 /// Does the address map know `p`? (For callers that must tell our pointers from foreign ones.)
 pub fn owns(p: *const u8) -> bool {
     addr_map::lookup(p as usize) != 0

@@ -459,6 +459,72 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
     census
 }
 
+/// Walks every live arena and checks its bookkeeping: the free-pool count, the free list,
+/// the dirty accounting, and the shape of every pool in use. Returns the number of problems
+/// found, after printing the first ones on stderr.
+pub fn check() -> usize {
+    let a = ARENAS.lock();
+    let mut problems = 0usize;
+    let mut dirty_total = 0usize;
+    let mut report = |what: &str, arena: *const Arena| {
+        problems += 1;
+        if problems <= 8 {
+            crate::diag::complain("arena check", what, arena as usize);
+        }
+    };
+    crate::addr_map::for_each_entry(|entry| {
+        if entry & addr_map::TAG_LARGE != 0 {
+            return;
+        }
+        let arena = entry as *const Arena;
+        // SAFETY: a map entry without the tag is a live arena header; lock held.
+        unsafe {
+            let npools = (*arena).npools as usize;
+            let size = 1usize << (*arena).pool_shift;
+            let (mut free, mut dirty) = (0u32, 0u32);
+            for i in 0..npools {
+                let pool = &(*arena).pools[i];
+                if pool.state == PoolState::Free {
+                    free += 1;
+                    if pool.dirty {
+                        dirty += 1;
+                        dirty_total += size;
+                    }
+                } else if pool.block_size == 0
+                    || pool.carved > pool.capacity
+                    || pool.capacity as usize * pool.block_size as usize > size
+                {
+                    report("pool in use with a bad shape in arena", arena);
+                }
+            }
+            let mut listed = 0u32;
+            let mut p = (*arena).free_pools;
+            while !p.is_null() && listed <= npools as u32 {
+                if (*p).state != PoolState::Free {
+                    report("pool on the free list is not free, arena", arena);
+                }
+                listed += 1;
+                p = (*p).next;
+            }
+            if free != (*arena).nfree || listed != free {
+                report("free-pool count disagrees with the pools, arena", arena);
+            }
+            if dirty != (*arena).ndirty {
+                report("dirty-pool count disagrees with the pools, arena", arena);
+            }
+        }
+    });
+    if dirty_total != a.dirty_bytes {
+        problems += 1;
+        crate::diag::complain(
+            "arena check",
+            "dirty bytes disagree with the pools; counted",
+            dirty_total,
+        );
+    }
+    problems
+}
+
 /// Fork support.
 pub fn lock_for_fork() {
     ARENAS.hold_for_fork();

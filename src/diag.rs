@@ -69,6 +69,15 @@ pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
     unsafe { libc::abort() }
 }
 
+/// Prints `poolmalloc: <who>: <what> <value>` on stderr (a consistency check's finding).
+#[cold]
+pub fn complain(who: &str, what: &str, value: usize) {
+    use fmt::Write;
+    let mut buf = FixedBuf::<256>::new();
+    let _ = writeln!(buf, "poolmalloc: {who}: {what} {value:#x}");
+    crate::os::write_all(2, buf.as_bytes());
+}
+
 /// Aborts with a message about an internal invariant that does not hold.
 #[cold]
 #[inline(never)]

@@ -210,6 +210,14 @@ pub extern "C" fn poolmalloc_owns(p: *const c_void) -> c_int {
     alloc::owns(p as *const u8) as c_int
 }
 
+/// Walks the allocator's structures (every arena, and the calling thread's heap: free lists,
+/// counts, list states) and returns the number of inconsistencies found, printing the first
+/// ones on stderr. 0 means all is well. Meant for tests; takes the arena lock.
+#[no_mangle]
+pub extern "C" fn poolmalloc_check() -> c_int {
+    alloc::check().min(c_int::MAX as usize) as c_int
+}
+
 /// Writes the text statistics report (the one `POOLMALLOC_STATS=1` prints at exit) to file
 /// descriptor `fd`. Does not allocate.
 #[no_mangle]

@@ -613,6 +613,82 @@ pub unsafe fn after_fork_child() {
     }
 }
 
+/// Checks the calling thread's heap: list membership and states, the head bias, and for every
+/// pool that its free list holds distinct blocks of the pool and that
+/// `carved == blocks out + free-list length`. Returns the number of problems found.
+pub fn check_current_thread() -> usize {
+    let heap = tls::heap();
+    if heap.is_null() || heap == dead() {
+        return 0;
+    }
+    let mut problems = 0usize;
+    let mut report = |what: &str, pool: *const Pool| {
+        problems += 1;
+        if problems <= 8 {
+            crate::diag::complain("heap check", what, pool as usize);
+        }
+    };
+    // SAFETY: this thread owns its heap and every pool on its lists.
+    unsafe {
+        let check_pool = |pool: *mut Pool, report: &mut dyn FnMut(&str, *const Pool)| {
+            if (*pool).owner.load(Ordering::Relaxed) != heap {
+                report("pool on our list has another owner:", pool);
+            }
+            let mut n = 0u32;
+            let mut b = (*pool).free;
+            while !b.is_null() && n <= (*pool).capacity {
+                if (*pool).block_index(b as usize).is_none() {
+                    report("free list holds a block not of its pool; pool", pool);
+                    return;
+                }
+                n += 1;
+                b = (*b).next;
+            }
+            if n > (*pool).capacity {
+                report("free list longer than the pool (a cycle?); pool", pool);
+                return;
+            }
+            let mut used = (*pool).used;
+            if (*pool).state == PoolState::Full {
+                used += FULL_BIAS;
+            }
+            if (*pool).head {
+                used -= 1;
+            }
+            if used < 0 || used as u32 + n != (*pool).carved {
+                report("carved != blocks out + free list; pool", pool);
+            }
+        };
+        for class in 0..NUM_CLASSES {
+            let mut pool = (*heap).avail[class];
+            let mut first = true;
+            while pool != empty_pool() && !pool.is_null() {
+                if (*pool).state != PoolState::Avail
+                    || (*pool).class as usize != class
+                    || (*pool).head != first
+                {
+                    report(
+                        "class list holds a pool of the wrong state, class or head flag:",
+                        pool,
+                    );
+                }
+                check_pool(pool, &mut report);
+                first = false;
+                pool = (*pool).next;
+            }
+        }
+        let mut pool = (*heap).full;
+        while !pool.is_null() {
+            if (*pool).state != PoolState::Full || (*pool).head {
+                report("full list holds a pool that is not full:", pool);
+            }
+            check_pool(pool, &mut report);
+            pool = (*pool).next;
+        }
+    }
+    problems
+}
+
 /// Sums call counts of live threads and exited ones.
 pub fn total_counts() -> CallCounts {
     let reg = REGISTRY.lock();
@@ -696,6 +772,68 @@ mod tests {
                 round(&mut blocks);
             }
             assert_eq!(stats::global().pools_acquired.get(), before);
+            assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Random alloc/free/realloc against a shadow model: contents survive, and the structures
+    /// stay consistent (checked by the invariant walk) all along.
+    #[test]
+    fn random_operations_keep_contents_and_invariants() {
+        std::thread::spawn(|| {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            const SLOTS: usize = 2000;
+            let mut blocks: [(*mut u8, usize, u8); SLOTS] = [(core::ptr::null_mut(), 0, 0); SLOTS];
+            for step in 0..200_000u32 {
+                let r = next();
+                let i = (r % SLOTS as u64) as usize;
+                let (p, n, tag) = blocks[i];
+                if !p.is_null() {
+                    // SAFETY: p is a live block of n bytes filled with tag.
+                    unsafe {
+                        for k in [0, n / 2, n - 1] {
+                            assert_eq!(*p.add(k), tag, "block {i} corrupted");
+                        }
+                    }
+                }
+                let size = match (r >> 32) % 100 {
+                    0 => 200_000 + (r >> 40) as usize % 300_000,
+                    1..=9 => 513 + (r >> 40) as usize % 20_000,
+                    _ => 1 + (r >> 40) as usize % 512,
+                };
+                let tag = (r >> 56) as u8;
+                let q = match (r >> 20) % 3 {
+                    0 if !p.is_null() => {
+                        // SAFETY: p is live; it is replaced by the result.
+                        unsafe { alloc::realloc(p, size, "realloc") }
+                    }
+                    _ => {
+                        // SAFETY: p is null or live, and forgotten after this.
+                        unsafe { alloc::free(p, "free") };
+                        alloc::malloc(size)
+                    }
+                };
+                assert!(!q.is_null());
+                // SAFETY: q is a fresh block of at least `size` bytes.
+                unsafe { core::ptr::write_bytes(q, tag, size) };
+                blocks[i] = (q, size, tag);
+                if step % 20_000 == 0 {
+                    assert_eq!(alloc::check(), 0, "invariants broken at step {step}");
+                }
+            }
+            for (p, _, _) in blocks {
+                // SAFETY: every slot holds a live block or null.
+                unsafe { alloc::free(p, "free") };
+            }
+            assert_eq!(alloc::check(), 0);
         })
         .join()
         .unwrap();
