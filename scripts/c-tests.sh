@@ -86,6 +86,7 @@ fork_under_load:fork_under_load.c
 rss_release:rss_release.c
 invalid_free:invalid_free.c
 invariants:invariants.c
+lifecycle:lifecycle.c
 cxx:cxx.cc
 "
 

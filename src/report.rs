@@ -113,7 +113,8 @@ fn snapshot() -> Snapshot {
         meta_bytes: g.meta_mapped.get(),
         returned_bytes: g.bytes_returned.get(),
         rss_now: os::current_rss(),
-        rss_peak: os::peak_rss(),
+        // ru_maxrss is sampled by the kernel and can trail the current figure.
+        rss_peak: os::peak_rss().max(os::current_rss()),
     }
 }
 
