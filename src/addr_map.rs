@@ -3,8 +3,8 @@
 //!
 //! The address space is cut into 4 MiB chunks (`CHUNK_SHIFT`). Every mapping poolmalloc makes
 //! starts on a chunk boundary, so no chunk holds the start of two of our mappings; the map
-//! records, for every chunk that one of our mappings covers, a tagged pointer to that mapping's
-//! owner: an `Arena` header, or a `Large` header with the low bit set.
+//! records, for every chunk that one of our mappings covers, a pointer to that mapping's
+//! owner: an `Arena` header with the low bit set (`TAG_ARENA`), or a `Large` header.
 //!
 //! ```text
 //!  47            35 34           22 21             0
@@ -31,8 +31,11 @@ const ROOT_LEN: usize = 1 << ROOT_BITS;
 
 type Leaf = [AtomicUsize; LEAF_LEN];
 
-/// Tag bit set on entries that point at a `Large` header.
-pub const TAG_LARGE: usize = 1;
+/// Tag bit set on entries that point at an `Arena` header (headers are aligned, so the bit is
+/// free). Tagging arenas rather than large blocks lets free's fast path tell "arena" from
+/// both "large" and "not ours" with one bit test, and the `- TAG_ARENA` folds into the
+/// displacement of the next load.
+pub const TAG_ARENA: usize = 1;
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN];
@@ -154,9 +157,9 @@ mod tests {
         let base = 0x7a00_0000_0000usize;
         let len = 3 * CHUNK_SIZE + 4096;
         assert_eq!(lookup(base), 0);
-        assert!(register(base, len, 0x1234_5670 | TAG_LARGE));
+        assert!(register(base, len, 0x1234_5670 | TAG_ARENA));
         for off in [0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 4095] {
-            assert_eq!(lookup(base + off), 0x1234_5670 | TAG_LARGE, "off {off:#x}");
+            assert_eq!(lookup(base + off), 0x1234_5670 | TAG_ARENA, "off {off:#x}");
         }
         assert_eq!(lookup(base + 4 * CHUNK_SIZE), 0);
         assert_eq!(lookup(base - 1), 0);

@@ -10,7 +10,7 @@
 
 use core::ptr;
 
-use crate::addr_map::{self, TAG_LARGE};
+use crate::addr_map::{self, TAG_ARENA};
 use crate::arena::{self, Arena};
 use crate::diag;
 use crate::heap;
@@ -115,13 +115,13 @@ pub unsafe fn free_as<const CALL: usize>(p: *mut u8, api: Api) {
     }
     let addr = p as usize;
     let entry = addr_map::lookup(addr);
-    if entry & TAG_LARGE != 0 || entry == 0 {
+    if entry & TAG_ARENA == 0 {
         // SAFETY: forwarded contract.
         return unsafe { free_not_pooled(addr, entry, api, CALL) };
     }
     // SAFETY: the map says p is in a live arena, so its header and pool descriptor are valid.
     unsafe {
-        let pool = arena::pool_of(entry as *mut Arena, addr);
+        let pool = arena::pool_of((entry - TAG_ARENA) as *mut Arena, addr);
         let me = tls::heap();
         if (*pool).owner.load(core::sync::atomic::Ordering::Relaxed) != me {
             return remote::free_remote(pool, addr, api, CALL);
@@ -193,7 +193,7 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
     if entry == 0 {
         diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", p);
     }
-    if entry & TAG_LARGE != 0 {
+    if entry & TAG_ARENA == 0 {
         let l = large::header(entry);
         // SAFETY: the map gives a live large header.
         unsafe { large::check_live(l, p, api) };
@@ -201,7 +201,7 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
     }
     // SAFETY: the map gives a live arena header.
     unsafe {
-        let pool = arena::pool_of(entry as *mut Arena, p);
+        let pool = arena::pool_of((entry - TAG_ARENA) as *mut Arena, p);
         if (*pool).block_size == 0 || (*pool).block_index(p).is_none() {
             diag::fatal(api, "invalid pointer", p);
         }

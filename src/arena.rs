@@ -222,7 +222,11 @@ fn new_arena(a: &mut Arenas, kind: usize) -> *mut Arena {
         }
         // SAFETY: header is a zeroed or recycled header we own under the lock.
         unsafe { (*header).base = base };
-        if !addr_map::register(base as usize, ARENA_SIZE, header as usize) {
+        if !addr_map::register(
+            base as usize,
+            ARENA_SIZE,
+            header as usize | addr_map::TAG_ARENA,
+        ) {
             // SAFETY: as above.
             unsafe {
                 os::unmap(base, ARENA_SIZE);
@@ -438,12 +442,12 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
     };
     // Full arenas are on no list, so walk the address map, which knows every live arena.
     crate::addr_map::for_each_entry(|entry| {
-        if entry & addr_map::TAG_LARGE != 0 {
+        if entry & addr_map::TAG_ARENA == 0 {
             return;
         }
-        let arena = entry as *const Arena;
+        let arena = (entry - addr_map::TAG_ARENA) as *const Arena;
         census.arenas += 1;
-        // SAFETY: a map entry without the tag is a live arena header; lock held.
+        // SAFETY: a map entry with the arena tag is a live arena header; lock held.
         unsafe {
             let size = 1usize << (*arena).pool_shift;
             census.free_pools += (*arena).nfree as usize;
@@ -473,11 +477,11 @@ pub fn check() -> usize {
         }
     };
     crate::addr_map::for_each_entry(|entry| {
-        if entry & addr_map::TAG_LARGE != 0 {
+        if entry & addr_map::TAG_ARENA == 0 {
             return;
         }
-        let arena = entry as *const Arena;
-        // SAFETY: a map entry without the tag is a live arena header; lock held.
+        let arena = (entry - addr_map::TAG_ARENA) as *const Arena;
+        // SAFETY: a map entry with the arena tag is a live arena header; lock held.
         unsafe {
             let npools = (*arena).npools as usize;
             let size = 1usize << (*arena).pool_shift;

@@ -15,7 +15,7 @@
 
 use core::ptr;
 
-use crate::addr_map::{self, CHUNK_SIZE, TAG_LARGE};
+use crate::addr_map::{self, CHUNK_SIZE};
 use crate::os::{self, PAGE_SIZE};
 use crate::stats;
 use crate::sync::Lock;
@@ -163,7 +163,7 @@ fn map_new(len: usize, align: usize) -> *mut u8 {
         (*l).size = len;
         (*l).cached = false;
     }
-    if !addr_map::register(base as usize, len, l as usize | TAG_LARGE) {
+    if !addr_map::register(base as usize, len, l as usize) {
         // SAFETY: as above.
         unsafe { os::unmap(base, len) };
         drop_header(l);
@@ -177,10 +177,10 @@ fn map_new(len: usize, align: usize) -> *mut u8 {
     base
 }
 
-/// The header behind an address-map entry tagged large.
+/// The header behind a non-zero address-map entry without the arena tag.
 #[inline]
 pub fn header(entry: usize) -> *mut Large {
-    (entry & !TAG_LARGE) as *mut Large
+    entry as *mut Large
 }
 
 /// Checks that `p` is the live large block of header `l`, aborting otherwise.
@@ -281,7 +281,7 @@ pub unsafe fn resize(l: *mut Large, size: usize) -> *mut u8 {
                 os::remap_in_place(base, old_len, new_len);
                 addr_map::unregister(base as usize, old_len);
             }
-            if !addr_map::register(base as usize, new_len, l as usize | TAG_LARGE) {
+            if !addr_map::register(base as usize, new_len, l as usize) {
                 crate::diag::internal_error("address map refused a range it covered before");
             }
             (*l).size = new_len;
@@ -294,7 +294,7 @@ pub unsafe fn resize(l: *mut Large, size: usize) -> *mut u8 {
         if dest.is_null() {
             return ptr::null_mut();
         }
-        if !addr_map::register(dest as usize, new_len, l as usize | TAG_LARGE) {
+        if !addr_map::register(dest as usize, new_len, l as usize) {
             os::unmap(dest, new_len);
             return ptr::null_mut();
         }
