@@ -751,10 +751,14 @@ mod tests {
     use crate::alloc;
     use crate::stats;
 
+    /// The tests below read global counters and budgets: run them one at a time.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// A batch freed and allocated again is served from the heap's kept pools, without
     /// taking new pools from the arenas.
     #[test]
     fn refilling_a_freed_batch_reuses_kept_pools() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(|| {
             let mut blocks = [core::ptr::null_mut::<u8>(); 1000];
             let round = |blocks: &mut [*mut u8; 1000]| {
@@ -782,6 +786,7 @@ mod tests {
     /// stay consistent (checked by the invariant walk) all along.
     #[test]
     fn random_operations_keep_contents_and_invariants() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(|| {
             let mut seed = 0x2545_f491_4f6c_dd1du64;
             let mut next = || {
