@@ -20,7 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arena;
-use crate::pool::{Block, Pool, PoolState, FULL_BIAS};
+use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
 use crate::size_class::{pool_kind, NUM_CLASSES, POOL_SHIFT};
 use crate::stats;
@@ -421,12 +421,7 @@ unsafe fn full_push(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         (*pool).state = PoolState::Full;
         (*pool).used -= FULL_BIAS;
-        (*pool).prev = ptr::null_mut();
-        (*pool).next = (*heap).full;
-        if !(*heap).full.is_null() {
-            (*(*heap).full).prev = pool;
-        }
-        (*heap).full = pool;
+        pool::list_push(&mut (*heap).full, pool);
     }
 }
 
@@ -434,16 +429,7 @@ unsafe fn full_remove(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: the caller owns heap and pool; pool is on the full list.
     unsafe {
         (*pool).used += FULL_BIAS;
-        if (*pool).prev.is_null() {
-            (*heap).full = (*pool).next;
-        } else {
-            (*(*pool).prev).next = (*pool).next;
-        }
-        if !(*pool).next.is_null() {
-            (*(*pool).next).prev = (*pool).prev;
-        }
-        (*pool).next = ptr::null_mut();
-        (*pool).prev = ptr::null_mut();
+        pool::list_unlink(&mut (*heap).full, pool);
     }
 }
 

@@ -332,6 +332,43 @@ impl Pool {
     }
 }
 
+/// Pushes `pool` on the front of a doubly linked list (through `next`/`prev`) headed by `head`
+/// (null when empty).
+///
+/// # Safety
+/// The caller owns the list and `pool`, which is on no list.
+pub unsafe fn list_push(head: &mut *mut Pool, pool: *mut Pool) {
+    // SAFETY: per the contract.
+    unsafe {
+        (*pool).prev = ptr::null_mut();
+        (*pool).next = *head;
+        if !(*head).is_null() {
+            (**head).prev = pool;
+        }
+    }
+    *head = pool;
+}
+
+/// Takes `pool` off the doubly linked list headed by `head`.
+///
+/// # Safety
+/// The caller owns the list, and `pool` is on it.
+pub unsafe fn list_unlink(head: &mut *mut Pool, pool: *mut Pool) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*pool).prev.is_null() {
+            *head = (*pool).next;
+        } else {
+            (*(*pool).prev).next = (*pool).next;
+        }
+        if !(*pool).next.is_null() {
+            (*(*pool).next).prev = (*pool).prev;
+        }
+        (*pool).next = ptr::null_mut();
+        (*pool).prev = ptr::null_mut();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

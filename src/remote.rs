@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::diag;
 use crate::heap::{self, Heap};
-use crate::pool::{Block, Pool, PoolState};
+use crate::pool::{self, Block, Pool, PoolState};
 use crate::size_class::NUM_CLASSES;
 use crate::stats;
 use crate::sync::Lock;
@@ -74,13 +74,7 @@ pub unsafe fn abandon(pool: *mut Pool) {
     unsafe {
         (*pool).owner.store(heap::no_owner(), Ordering::Release);
         (*pool).state = PoolState::Abandoned;
-        let class = (*pool).class as usize;
-        (*pool).prev = ptr::null_mut();
-        (*pool).next = ab.heads[class];
-        if !ab.heads[class].is_null() {
-            (*ab.heads[class]).prev = pool;
-        }
-        ab.heads[class] = pool;
+        pool::list_push(&mut ab.heads[(*pool).class as usize], pool);
     }
     ab.count += 1;
     stats::global().pools_abandoned.add(1);
@@ -143,19 +137,7 @@ pub fn sweep_abandoned() {
 
 unsafe fn unlink(ab: &mut Abandoned, pool: *mut Pool) {
     // SAFETY: the caller holds the lock and pool is on the list of its class.
-    unsafe {
-        let class = (*pool).class as usize;
-        if (*pool).prev.is_null() {
-            ab.heads[class] = (*pool).next;
-        } else {
-            (*(*pool).prev).next = (*pool).next;
-        }
-        if !(*pool).next.is_null() {
-            (*(*pool).next).prev = (*pool).prev;
-        }
-        (*pool).next = ptr::null_mut();
-        (*pool).prev = ptr::null_mut();
-    }
+    unsafe { pool::list_unlink(&mut ab.heads[(*pool).class as usize], pool) };
     ab.count -= 1;
 }
 
