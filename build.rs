@@ -35,11 +35,31 @@ fn main() {
     // The malloc family and the PyObject_* functions are declared by <stdlib.h>, <malloc.h> and
     // <Python.h>; declaring them again here would clash with those headers.
     config.export.exclude = [
-        "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc",
-        "memalign", "valloc", "pvalloc", "malloc_usable_size", "cfree", "malloc_trim",
-        "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc", "__libc_memalign",
-        "__libc_valloc", "__libc_pvalloc", "__posix_memalign", "PyObject_Malloc",
-        "PyObject_Calloc", "PyObject_Realloc", "PyObject_Free",
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "malloc_usable_size",
+        "cfree",
+        "malloc_trim",
+        "__libc_malloc",
+        "__libc_free",
+        "__libc_calloc",
+        "__libc_realloc",
+        "__libc_memalign",
+        "__libc_valloc",
+        "__libc_pvalloc",
+        "__posix_memalign",
+        "PyObject_Malloc",
+        "PyObject_Calloc",
+        "PyObject_Realloc",
+        "PyObject_Free",
     ]
     .iter()
     .map(|s| s.to_string())
