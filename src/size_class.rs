@@ -3,8 +3,7 @@
 //! ```text
 //!  class   block size              step   pool     blocks/pool
 //!   0..31  16, 32, ... 512          16    16 KiB   1024 .. 32   (CPython's classes exactly)
-//!  32..35  640, 768, 896, 1024     128    16 KiB     25 .. 16
-//!  36..47  1280 .. 8192           4/2^k  128 KiB    102 .. 16
+//!  32..47  640 .. 8192            4/2^k  128 KiB    204 .. 16
 //!  48..63  10240 .. 131072        4/2^k    1 MiB    102 .. 8
 //! ```
 //! Above 512 bytes there are four classes per power of two, so quantisation wastes at most
@@ -27,7 +26,9 @@ pub const NUM_POOL_KINDS: usize = 3;
 /// log2 of each kind's pool size: 16 KiB, 128 KiB, 1 MiB.
 pub const POOL_SHIFT: [u32; NUM_POOL_KINDS] = [14, 17, 20];
 /// First class of each kind; kind k holds classes `KIND_FIRST_CLASS[k] ..< KIND_FIRST_CLASS[k+1]`.
-const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, 36, 48];
+/// Classes just above 512 get the 128 KiB pools: in 16 KiB pools a 1 KiB class would change
+/// pools every 16 blocks, and a batch of them would spend its time on pool transitions.
+const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 48];
 
 /// Block size of class `c`.
 pub const fn class_size(c: usize) -> usize {
@@ -109,7 +110,7 @@ const _: () = {
     assert!(class_size(NUM_CLASSES - 1) == POOLED_MAX);
     assert!(class_size(35) == 1024 && class_size(47) == 8192);
     // Every kind's pool holds at least 8 blocks of its largest class.
-    assert!((1 << POOL_SHIFT[0]) / class_size(35) >= 8);
+    assert!((1 << POOL_SHIFT[0]) / class_size(NUM_SMALL - 1) >= 8);
     assert!((1 << POOL_SHIFT[1]) / class_size(47) >= 8);
     assert!((1 << POOL_SHIFT[2]) / class_size(63) >= 8);
 };
