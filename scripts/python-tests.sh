@@ -115,6 +115,10 @@ if [ "$PYSHARED" != 1 ]; then
     setup_fail "$REAL is not a --enable-shared build: its PyObject_* calls cannot be interposed (see c-tests/python/README-section.md)"
 fi
 ls "$PY_LIBDIR"/libpython"$PYVER"*.so* >/dev/null 2>&1 || setup_fail "no libpython$PYVER.so in $PY_LIBDIR"
+# Interposing PyObject_* needs an interpreter that loads libpython (Debian's /usr/bin/python3
+# reports Py_ENABLE_SHARED=1 but has libpython linked into the executable).
+ldd "$REAL" 2>/dev/null | grep -q "libpython$PYVER" \
+    || setup_fail "$REAL does not load libpython$PYVER.so (libpython is linked into the executable): its PyObject_* cannot be interposed; use a --enable-shared build, e.g. pyenv's (see c-tests/python/README-section.md)"
 echo "# python-tests: $REAL ($PYVER, shared), library $LIBPATH"
 
 # JSON helpers run in the plain interpreter (no preload).
