@@ -60,6 +60,8 @@ fn main() {
         "PyObject_Calloc",
         "PyObject_Realloc",
         "PyObject_Free",
+        "PyMem_SetAllocator",
+        "PyMemAllocatorEx",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -341,7 +341,43 @@ pub fn check() -> usize {
     heap::check_current_thread() + arena::check()
 }
 
-/// Does the address map know `p`? (For callers that must tell our pointers from foreign ones.)
+/// Is `p` inside memory poolmalloc manages: an arena, or the mapping of a large block?
+/// (For callers that must tell our pointers from foreign ones.) A large block may share its
+/// last 4 MiB chunk with someone else's mapping, so for those the range is checked too.
 pub fn owns(p: *const u8) -> bool {
-    addr_map::lookup(p as usize) != 0
+    let entry = addr_map::lookup(p as usize);
+    if entry == 0 {
+        return false;
+    }
+    if entry & TAG_ARENA != 0 {
+        return true;
+    }
+    // SAFETY: a non-zero untagged entry is a live large header.
+    unsafe { large::contains(large::header(entry), p as usize) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_stops_at_the_end_of_a_large_mapping() {
+        let p = malloc(200 * 1024);
+        assert!(!p.is_null());
+        // SAFETY: p is a live block; these are address computations only, nothing is read.
+        unsafe {
+            let size = usable_size(p, "test");
+            assert!(owns(p));
+            assert!(owns(p.add(size - 1)));
+            // The rest of the 4 MiB chunk is not ours, whatever the map says about the chunk.
+            assert!(!owns(p.add(size)));
+            assert!(!owns(p.add(2 << 20)));
+            free(p, "test");
+        }
+        // Freed, it may wait in the large cache (still ours); trimmed, it is gone.
+        trim();
+        assert!(!owns(p));
+        let local = 0u8;
+        assert!(!owns(&local));
+    }
 }

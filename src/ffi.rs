@@ -195,6 +195,20 @@ pub unsafe extern "C" fn PyObject_Free(p: *mut c_void) {
     unsafe { crate::pyobject::free(p as *mut u8) }
 }
 
+/// Interposed so that hooks installed on the OBJ domain still see object allocations (see
+/// `pyobject`).
+///
+/// # Safety
+/// As CPython's: `allocator` points at a valid `PyMemAllocatorEx`.
+#[no_mangle]
+pub unsafe extern "C" fn PyMem_SetAllocator(
+    domain: c_int,
+    allocator: *mut crate::pyobject::PyMemAllocatorEx,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { crate::pyobject::set_allocator(domain, allocator) }
+}
+
 // ---- poolmalloc's own API (declared in include/poolmalloc.h) ----
 
 /// The library version as "major.minor.patch", a static NUL-terminated string.

@@ -183,6 +183,16 @@ pub fn header(entry: usize) -> *mut Large {
     entry as *mut Large
 }
 
+/// Does the mapping of header `l` contain address `p`?
+///
+/// # Safety
+/// `l` is a live header.
+pub unsafe fn contains(l: *mut Large, p: usize) -> bool {
+    // SAFETY: per the contract.
+    let (base, size) = unsafe { ((*l).base as usize, (*l).size) };
+    p.wrapping_sub(base) < size
+}
+
 /// Checks that `p` is the live large block of header `l`, aborting otherwise.
 ///
 /// # Safety
@@ -191,7 +201,11 @@ pub unsafe fn check_live(l: *mut Large, p: usize, api: &str) {
     // SAFETY: l is a live header (the map pointed at it).
     unsafe {
         if (*l).base as usize != p {
-            crate::diag::fatal(api, "invalid pointer (inside a large block)", p);
+            if contains(l, p) {
+                crate::diag::fatal(api, "invalid pointer (inside a large block)", p);
+            }
+            // Our chunk, but past the end of our mapping: someone else's memory.
+            crate::diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", p);
         }
         if (*l).cached {
             crate::diag::fatal(api, "double free detected for", p);
