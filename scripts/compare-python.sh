@@ -144,8 +144,9 @@ cp "$LIB" "$RESULTS/libpoolmalloc.so" || die "cannot copy $LIB"
 LIB_ORIG="$LIB"
 LIB="$RESULTS/libpoolmalloc.so"
 REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml build.rs 2>/dev/null || REV="$REV+uncommitted src changes"
-NOTES+=("Library: $LIB_ORIG built from $REV.")
+DIRTY=""
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml build.rs 2>/dev/null || DIRTY=", with uncommitted changes in src/"
+NOTES+=("Library: $LIB_ORIG as built at the start of the run (repository at $REV$DIRTY).")
 # pyperformance creates its benchmark venv in the current directory: keep it in WORK.
 cd "$WORK" || die "cannot enter $WORK"
 
@@ -203,6 +204,7 @@ echo "# configurations: $CONFIGS"
 echo "# results in $RESULTS"
 failures=0
 start=$(date +%s)
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for bench in $(echo "$BENCHMARKS" | tr ',' ' '); do
         for config in $CONFIGS; do
@@ -224,6 +226,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 echo "# runs took $(($(date +%s) - start))s, $failures failed"
+NOTES+=("Load average (1 min) at the start of the runs $LOAD_START, at the end $(cut -d' ' -f1 /proc/loadavg), on $(nproc) cores: anything above about 1 means other work shared the machine and adds noise to single-benchmark ratios.")
 
 MODE="$ROUNDS round(s), pyperformance $SPEED, $(echo "$BENCHMARKS" | tr ',' '\n' | wc -l) benchmarks"
 [ "$QUICK" = 1 ] && MODE="--quick (smoke run: $MODE; expect a few % of noise)"

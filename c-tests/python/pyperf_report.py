@@ -105,8 +105,11 @@ def summarise(data, configs, base="pymalloc"):
     for c in configs:
         tr = [rows[b][c]["time_ratio"] for b in benches if c in rows[b]]
         rr = [rows[b][c]["rss_ratio"] for b in benches if c in rows[b] and rows[b][c]["rss_ratio"]]
+        deltas = [rows[b][c]["rss"] - rows[b][base]["rss"] for b in benches
+                  if c in rows[b] and rows[b][c]["rss"] and rows[b][base]["rss"]]
         if tr:
             geo[c] = {
+                "rss_delta_mib": statistics.median(deltas) / 2**20 if deltas else float("nan"),
                 "time": geomean(tr),
                 "rss": geomean(rr) if rr else float("nan"),
                 "benchmarks": len(tr),
@@ -139,13 +142,13 @@ def markdown(benches, rows, geo, configs, mode, meta):
     L.append("**Mode of this run:** %s. Produced %s by `scripts/compare-python.sh %s`."
              % (mode, meta.get("date", "?"), meta.get("args", "")))
     L.append("")
-    L.append("| configuration | time vs pymalloc (geomean) | fastest / slowest benchmark | peak RSS vs pymalloc (geomean) |")
-    L.append("| --- | ---: | ---: | ---: |")
+    L.append("| configuration | time vs pymalloc (geomean) | fastest / slowest benchmark | peak RSS vs pymalloc (geomean) | peak RSS minus pymalloc's (median) |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
     for c in configs:
         if c not in geo:
             continue
         g = geo[c]
-        L.append("| %s | %.3f | %.2f / %.2f | %.3f |" % (c, g["time"], g["time_min"], g["time_max"], g["rss"]))
+        L.append("| %s | %.3f | %.2f / %.2f | %.3f | %+.1f MiB |" % (c, g["time"], g["time_min"], g["time_max"], g["rss"], g["rss_delta_mib"]))
     L.append("")
     L.append("Configurations:")
     L.append("")
