@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
         --lib) LIB="$2"; shift ;;
         --work) WORK="$2"; shift ;;
         --no-write) WRITE=0 ;;
-        -h | --help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "compare-python: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -28,6 +28,8 @@
 #                        line per test module. Only the failures listed in ALLOWED (with why) may
 #                        happen; they fail without poolmalloc too, or are CPython test
 #                        assumptions that do not hold for any non-pymalloc allocator.
+# PYTHON_TESTS_BASELINE=1 (environment) also runs the regrtest modules without poolmalloc
+# ("plain"), to see which failures happen anyway.
 # Binaries and logs go to c-tests/build/python/ (gitignored). Takes about 2 minutes on 2 cores.
 set -u
 
@@ -52,7 +54,7 @@ ALLOWED=(
     "embed|test.test_sys.SysModuleTest.test_getallocatedblocks|CPython's test takes any allocator without a known name for pymalloc and expects sys.getallocatedblocks() > 0; it counts pymalloc blocks only, and with the harness's hooks pymalloc is not used (0 is the right answer)"
 )
 
-usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 arg="${1:-${LIB:-}}"
 case "$arg" in
@@ -312,6 +314,10 @@ EOF
         fi
     done <<<"$lines"
 }
+if [ "${PYTHON_TESTS_BASELINE:-0}" = 1 ]; then
+    # The same modules without poolmalloc: shows which failures happen anyway (ALLOWED "all").
+    regrtest plain env -u LD_PRELOAD -u PYTHONMALLOC "$REAL" -m test
+fi
 regrtest preload env -u PYTHONMALLOC LD_PRELOAD="$LIBPATH" "$REAL" -m test
 regrtest preload-malloc env PYTHONMALLOC=malloc LD_PRELOAD="$LIBPATH" "$REAL" -m test
 if [ "$B_EMBED" = 1 ]; then
