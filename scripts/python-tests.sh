@@ -19,8 +19,9 @@
 #                        pymalloc blocks freed/reallocated through our PyObject_*; with the
 #                        statistics report it also checks pyobject_forwarded >= 1.
 #   3. churn (...)       c-tests/python/churn.py (4 threads) prints the same digest under the
-#                        embedding harness (c-tests/python/embed.c), under the preload, and under
-#                        PYTHONMALLOC=malloc + preload as under the plain interpreter.
+#                        embedding harness (c-tests/python/embed.c), under the preload, under
+#                        PYTHONMALLOC=malloc + preload and PYTHONMALLOC=debug + preload as under
+#                        the plain interpreter.
 #   4. stats-json        POOLMALLOC_STATS=json under the preload: valid JSON on stderr and in
 #                        POOLMALLOC_STATS_FILE, with calls.pyobject > 0.
 #   5. regrtest (...)    a budgeted part of CPython's own test suite (SUITE below) under the
@@ -210,6 +211,8 @@ else
     fi
     churn_check preload env -u PYTHONMALLOC LD_PRELOAD="$LIBPATH" "$REAL"
     churn_check preload-malloc env PYTHONMALLOC=malloc LD_PRELOAD="$LIBPATH" "$REAL"
+    # CPython's debug hooks over pymalloc: poolmalloc must route PyObject_* through them.
+    churn_check preload-debug env PYTHONMALLOC=debug LD_PRELOAD="$LIBPATH" "$REAL"
 fi
 
 # ---- 4. statistics report with PyObject calls ----

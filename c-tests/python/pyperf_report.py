@@ -186,6 +186,22 @@ def markdown(benches, rows, geo, configs, mode, meta):
             "%.3f (target <= 1.00: %s), peak RSS geomean %.3f (target <= 1.00: %s)."
             % (g["time"], "met" if t_ok else "not met", g["rss"], "met" if r_ok else "not met")
         )
+        deltas = [(rows[b]["poolmalloc"]["rss"] - rows[b]["pymalloc"]["rss"]) / 2**20 for b in benches
+                  if "poolmalloc" in rows[b] and rows[b]["poolmalloc"]["rss"] and rows[b]["pymalloc"]["rss"]]
+        if deltas:
+            L.append(
+                "Its peak RSS is %.1f to %.1f MiB above pymalloc's across the benchmarks (median %.1f MiB), "
+                "on peaks of %.0f to %.0f MiB%s." % (
+                    min(deltas), max(deltas), statistics.median(deltas),
+                    min(rows[b]["pymalloc"]["rss"] for b in benches) / 2**20,
+                    max(rows[b]["pymalloc"]["rss"] for b in benches) / 2**20,
+                    ": nearly the same amount everywhere, so a fixed cost (start-up), not one that "
+                    "grows with the heap" if max(deltas) - min(deltas) <= 1.0 else ""))
+        slow = sorted((rows[b]["poolmalloc"]["time_ratio"], b) for b in benches if "poolmalloc" in rows[b])
+        if slow:
+            L.append("Slowest against pymalloc: %s; fastest: %s." % (
+                ", ".join("%s %.2f" % (b, r) for r, b in reversed(slow[-3:])),
+                ", ".join("%s %.2f" % (b, r) for r, b in slow[:3])))
         if "poolmalloc-malloc" in geo:
             L.append(
                 "With PYTHONMALLOC=malloc (every allocation through malloc) it is %.3f in time and "
