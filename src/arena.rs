@@ -73,7 +73,7 @@ static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     reserve: ptr::null_mut(),
     spare_headers: ptr::null_mut(),
     dirty_bytes: 0,
-    purge_threshold: 8 << 20,
+    purge_threshold: crate::options::DEFAULT_PURGE_BYTES,
 });
 
 pub fn set_purge_threshold(bytes: usize) {

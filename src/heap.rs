@@ -158,7 +158,7 @@ static REGISTRY: Lock<Registry> = Lock::new(Registry {
 });
 
 /// Empty pools a heap keeps for reuse before giving them back to their arenas.
-const KEEP_EMPTY_BYTES: usize = 2 << 20;
+const KEEP_EMPTY_BYTES: usize = 1 << 20;
 /// Bytes of kept empty pools over all heaps: bounded by the purge threshold, so 32 threads do
 /// not keep 32 times the idle memory of one.
 static KEPT_TOTAL: AtomicUsize = AtomicUsize::new(0);

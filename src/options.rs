@@ -8,6 +8,10 @@
 use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 
+/// Default idle-memory bound: small enough that a CPython-sized process keeps its peak RSS
+/// near pymalloc's, large enough that a churning program rarely pays for page faults.
+pub const DEFAULT_PURGE_BYTES: usize = 2 << 20;
+
 /// How the statistics report is wanted at exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(usize)]
@@ -28,7 +32,7 @@ pub struct Options {
 static OPTIONS: Options = Options {
     stats: AtomicUsize::new(StatsMode::Off as usize),
     stats_file: AtomicPtr::new(core::ptr::null_mut()),
-    purge_threshold: AtomicUsize::new(8 << 20),
+    purge_threshold: AtomicUsize::new(DEFAULT_PURGE_BYTES),
 };
 
 /// The table: name, what it does, accepted values.
@@ -43,7 +47,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "POOLMALLOC_PURGE_BYTES",
-        "free-but-resident pool bytes allowed before they are discarded (default 8388608; K/M/G suffixes)",
+        "free-but-resident pool bytes allowed before they are discarded (default 2M; K/M/G suffixes)",
     ),
 ];
 
