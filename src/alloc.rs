@@ -110,28 +110,53 @@ pub unsafe fn free(p: *mut u8, api: Api) {
 /// As for `free`.
 #[inline(always)]
 pub unsafe fn free_as<const CALL: usize>(p: *mut u8, api: Api) {
+    // SAFETY: forwarded contract.
+    unsafe { free_impl::<CALL, true>(p, api) };
+}
+
+/// Frees `p` if it lies in memory poolmalloc manages and returns true; returns false, touching
+/// nothing, if it does not (for callers that pass foreign pointers on, like `PyObject_Free`).
+/// A bad pointer into our memory still aborts.
+///
+/// # Safety
+/// `p` is null, a live block of ours, or not in our memory at all.
+#[inline(always)]
+pub unsafe fn free_if_ours<const CALL: usize>(p: *mut u8, api: Api) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { free_impl::<CALL, false>(p, api) }
+}
+
+/// The free path. With `ABORT_IF_FOREIGN` a pointer outside our memory aborts; without, the
+/// call returns false for it.
+///
+/// # Safety
+/// As for `free_if_ours`.
+#[inline(always)]
+unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8, api: Api) -> bool {
     if p.is_null() {
-        return;
+        return true;
     }
     let addr = p as usize;
     let entry = addr_map::lookup(addr);
     if entry & TAG_ARENA == 0 {
         // SAFETY: forwarded contract.
-        return unsafe { free_not_pooled(addr, entry, api, CALL) };
+        return unsafe { free_not_pooled(addr, entry, api, CALL, ABORT_IF_FOREIGN) };
     }
     // SAFETY: the map says p is in a live arena, so its header and pool descriptor are valid.
     unsafe {
         let pool = arena::pool_of((entry - TAG_ARENA) as *mut Arena, addr);
         let me = tls::heap();
         if (*pool).owner.load(core::sync::atomic::Ordering::Relaxed) != me {
-            return remote::free_remote(pool, addr, api, CALL);
+            remote::free_remote(pool, addr, api, CALL);
+            return true;
         }
         if (*pool).block_index(addr).is_none() {
             diag::fatal(api, "invalid pointer", addr);
         }
         let b = p as *mut Block;
         if (*b).key == (*pool).freed_key() {
-            return free_suspected_double(pool, b, api, CALL);
+            free_suspected_double(pool, b, api, CALL);
+            return true;
         }
         (*me).counts.bump(CALL);
         (*pool).push_local(b);
@@ -140,14 +165,26 @@ pub unsafe fn free_as<const CALL: usize>(p: *mut u8, api: Api) {
             heap::after_local_free(me, pool);
         }
     }
+    true
 }
 
-/// Frees a pointer that is a large block, or not ours at all.
+/// Frees a large block. An address outside our memory aborts, or gives false when
+/// `abort_if_foreign` is not set.
 #[cold]
 #[inline(never)]
-unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api, call: usize) {
-    if entry == 0 {
-        diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr);
+unsafe fn free_not_pooled(
+    addr: usize,
+    entry: usize,
+    api: Api,
+    call: usize,
+    abort_if_foreign: bool,
+) -> bool {
+    // SAFETY: a non-zero entry without the arena tag is a live large header.
+    if entry == 0 || !unsafe { large::contains(large::header(entry), addr) } {
+        if abort_if_foreign {
+            diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr);
+        }
+        return false;
     }
     heap::count(call);
     let errno = os::errno();
@@ -155,6 +192,7 @@ unsafe fn free_not_pooled(addr: usize, entry: usize, api: Api, call: usize) {
     unsafe { large::free(large::header(entry), addr, api) };
     // munmap may not change errno on success, but free must never change it at all.
     os::set_errno(errno);
+    true
 }
 
 /// The block carries the freed key: confirm it is on a free list before declaring a double

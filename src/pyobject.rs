@@ -169,11 +169,10 @@ pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if hooked() || !alloc::owns(p) {
-        return forward_free(p);
+    // SAFETY: p is ours or foreign; free_if_ours tells them apart without touching foreign ones.
+    if hooked() || !unsafe { alloc::free_if_ours::<PYOBJECT>(p, "PyObject_Free") } {
+        forward_free(p);
     }
-    // SAFETY: p is ours.
-    unsafe { alloc::free_as::<PYOBJECT>(p, "PyObject_Free") }
 }
 
 #[cold]
