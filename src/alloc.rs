@@ -57,15 +57,9 @@ fn malloc_large_fresh(size: usize, align: usize, call: usize) -> (*mut u8, bool)
     heap::count(call);
     let (p, fresh) = large::alloc(size, align);
     if p.is_null() {
-        return (out_of_memory(), false);
+        return (os::out_of_memory(), false);
     }
     (p, fresh)
-}
-
-#[cold]
-pub fn out_of_memory() -> *mut u8 {
-    os::set_errno(libc::ENOMEM);
-    ptr::null_mut()
 }
 
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
@@ -74,7 +68,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 
 pub fn calloc_as<const CALL: usize>(n: usize, size: usize) -> *mut u8 {
     let Some(total) = n.checked_mul(size) else {
-        return out_of_memory();
+        return os::out_of_memory();
     };
     if total > POOLED_MAX {
         // Fresh mappings are already zero; a block reused from the cache is not.
@@ -299,7 +293,7 @@ pub unsafe fn resize(p: *mut u8, size: usize, api: Api) -> *mut u8 {
                 // SAFETY: l is p's header.
                 let q = unsafe { large::resize(l, size) };
                 if q.is_null() {
-                    return out_of_memory();
+                    return os::out_of_memory();
                 }
                 return q;
             }
@@ -324,7 +318,7 @@ pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize, api: Api) -> *mut 
     match n.checked_mul(size) {
         // SAFETY: forwarded contract.
         Some(total) => unsafe { realloc(p, total, api) },
-        None => out_of_memory(),
+        None => os::out_of_memory(),
     }
 }
 

@@ -225,7 +225,7 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
     if heap.is_null() {
         heap = attach_thread();
         if heap.is_null() {
-            return crate::alloc::out_of_memory();
+            return crate::os::out_of_memory();
         }
     }
     let b = if heap == dead() {
@@ -242,7 +242,7 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         }
     };
     if b.is_null() {
-        return crate::alloc::out_of_memory();
+        return crate::os::out_of_memory();
     }
     b as *mut u8
 }

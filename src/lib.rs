@@ -17,8 +17,8 @@
 //!        └────┴────┴────┴────┴───────────────────────┘
 //!  large block (> 128 KiB): its own chunk-aligned mapping, header out of band
 //! ```
-//! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512, then four per
-//! power of two up to 128 KiB, in pools of 16 KiB, 128 KiB or 1 MiB (at least 8 blocks each).
+//! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512 in 16 KiB pools,
+//! then four per power of two up to 128 KiB in pools of 128 KiB (up to 8 KiB) or 1 MiB.
 //!
 //! ## Threads
 //! Each thread owns a heap (`heap`) holding, per class, a list of pools it allocates from.
@@ -31,22 +31,28 @@
 //! ## Pool states (see `pool`)
 //! Free (in its arena) → Avail (in a heap's class list) ⇄ Full (in the heap's full list);
 //! Avail/Full → Abandoned when the owner exits → Avail when adopted; Avail → Free when the
-//! last block comes back (unless it is the pool being allocated from).
+//! last block comes back, unless it is the pool being allocated from or the heap keeps it
+//! (up to 1 MiB of emptied pools, so that a freed batch refills without the arena lock).
 //!
-//! ## Memory back to the OS (`arena`)
-//! Free pools are *dirty* until discarded with `MADV_DONTNEED`, which happens when dirty bytes
-//! exceed `POOLMALLOC_PURGE_BYTES`; an arena whose pools are all free is unmapped (one is kept
-//! in reserve); large blocks are unmapped on free; `malloc_trim(0)` gives back everything.
+//! ## Memory back to the OS (`arena`, `large`)
+//! Idle memory is bounded by `POOLMALLOC_PURGE_BYTES` (2 MiB): free pools are *dirty* until
+//! discarded with `MADV_DONTNEED`, which happens when dirty bytes exceed the bound; emptied
+//! pools kept by heaps and freed large blocks kept for reuse each stay within it too; an arena
+//! whose pools are all free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back
+//! everything.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;
 //! a pointer that does not start a carved block, or a block that already carries the freed-key,
 //! aborts with a message naming the function and the address.
 //!
-//! ## Layering (each module uses only those listed after it)
-//! `ffi` → `alloc` → `heap` → `remote` → `large` → `arena` → `pool` → `addr_map` →
-//! `size_class`, with `init`, `options`, `report`, `stats`, `tls`, `sync`, `diag` and `os`
-//! usable from all. Only `os` makes system calls.
+//! ## Layering (a module calls only those to its right)
+//! `ffi` → `pyobject` → `alloc` → `heap` ⇄ `remote` → `large`, `arena` → `pool` → `addr_map`
+//! → `size_class`. `heap` and `remote` are one layer: a heap hands its pools to `remote` when
+//! its thread exits, and `remote` asks `heap` to release pools and to hint their owners.
+//! `report` and `init` (start-up, fork) read from every layer; `stats`, `options`, `tls`,
+//! `sync`, `diag` and `os` serve all of them. Only `os` makes system calls (and `init`/`tls`
+//! the pthread registrations, `pyobject` its one `dlsym`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]

@@ -139,6 +139,13 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The allocator's answer to exhaustion: `errno = ENOMEM` and a null pointer.
+#[cold]
+pub fn out_of_memory() -> *mut u8 {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
 /// Reads the calling thread's `errno`.
 #[inline]
 pub fn errno() -> i32 {
