@@ -26,7 +26,7 @@ use crate::tls;
 /// The name of the C function on whose behalf we act, for messages.
 pub type Api = &'static str;
 
-use heap::call;
+use crate::stats::call;
 
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {

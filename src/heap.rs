@@ -23,60 +23,9 @@ use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
 use crate::size_class::{pool_kind, NUM_CLASSES, POOL_SHIFT};
-use crate::stats;
+use crate::stats::{self, call, CallCounts};
 use crate::sync::Lock;
 use crate::tls;
-
-/// Which entry point a call came through, for the per-thread call counts. `NOT_COUNTED` is
-/// for allocations made on behalf of a call already counted (realloc's new block).
-pub mod call {
-    pub const MALLOC: usize = 0;
-    pub const CALLOC: usize = 1;
-    pub const REALLOC: usize = 2;
-    pub const FREE: usize = 3;
-    /// posix_memalign, aligned_alloc, memalign, valloc, pvalloc.
-    pub const ALIGNED: usize = 4;
-    /// PyObject_Malloc, _Calloc, _Realloc, _Free.
-    pub const PYOBJECT: usize = 5;
-    /// Frees of a block owned by another thread (also counted under their entry point).
-    pub const REMOTE_FREE: usize = 6;
-    pub const COUNT: usize = 7;
-    pub const NOT_COUNTED: usize = COUNT;
-    pub const NAMES: [&str; COUNT] = [
-        "malloc",
-        "calloc",
-        "realloc",
-        "free",
-        "aligned",
-        "pyobject",
-        "remote_free",
-    ];
-}
-
-/// Per-thread call counts: plain integers bumped by the owning thread only (one `inc` on the
-/// fast path, no atomic), summed with the other threads' when a report is made.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-pub struct CallCounts {
-    pub n: [u64; call::COUNT],
-}
-
-impl CallCounts {
-    pub const ZERO: CallCounts = CallCounts {
-        n: [0; call::COUNT],
-    };
-    pub fn merge(&mut self, o: &CallCounts) {
-        for (a, b) in self.n.iter_mut().zip(o.n.iter()) {
-            *a += b;
-        }
-    }
-    #[inline(always)]
-    pub fn bump(&mut self, which: usize) {
-        if which < call::COUNT {
-            self.n[which] += 1;
-        }
-    }
-}
 
 #[repr(C)]
 pub struct Heap {

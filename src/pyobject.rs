@@ -133,7 +133,7 @@ fn hooked() -> bool {
     OBJ_HOOKED.load(Ordering::Relaxed)
 }
 
-const PYOBJECT: usize = heap::call::PYOBJECT;
+const PYOBJECT: usize = stats::call::PYOBJECT;
 
 pub fn malloc(size: usize) -> *mut u8 {
     if hooked() {

@@ -60,7 +60,7 @@ pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str, call: usize) {
             heap::hint_remote(owner);
         }
         heap::count(call);
-        heap::count(heap::call::REMOTE_FREE);
+        heap::count(stats::call::REMOTE_FREE);
     }
 }
 

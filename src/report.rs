@@ -19,12 +19,13 @@ use core::fmt::{self, Write};
 
 use crate::arena::{self, ARENA_SIZE};
 use crate::diag::FixedBuf;
-use crate::heap::{self, call};
+use crate::heap;
 use crate::options::{self, StatsMode};
 use crate::os;
 use crate::remote;
 use crate::size_class::{class_size, NUM_CLASSES, NUM_SMALL, POOLED_MAX, SMALL_MAX};
 use crate::stats;
+use crate::stats::call;
 
 #[derive(Clone, Copy, Default)]
 struct ClassRow {
@@ -46,7 +47,7 @@ struct Snapshot {
     unused_pool_bytes: usize,
     quantization_bytes: usize,
     dirty_bytes: usize,
-    calls: heap::CallCounts,
+    calls: stats::CallCounts,
     large_live: usize,
     large_bytes: usize,
     large_peak_bytes: usize,

@@ -1,8 +1,8 @@
 //! Counters of what the allocator did, cheap enough to keep always.
 //!
 //! Global counters are atomics touched only on slow paths (arenas, pools, large mappings).
-//! Per-call counts live in each thread's heap as plain integers (see `heap::CallCounts`) and are
-//! merged into `GlobalStats::dead_threads` when the thread exits.
+//! Per-call counts (`CallCounts`) live in each thread's heap as plain integers and are merged
+//! into the heap registry's total when the thread exits.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -95,4 +95,55 @@ static GLOBAL: GlobalStats = GlobalStats {
 #[inline]
 pub fn global() -> &'static GlobalStats {
     &GLOBAL
+}
+
+/// Which entry point a call came through, for the per-thread call counts. `NOT_COUNTED` is
+/// for allocations made on behalf of a call already counted (realloc's new block).
+pub mod call {
+    pub const MALLOC: usize = 0;
+    pub const CALLOC: usize = 1;
+    pub const REALLOC: usize = 2;
+    pub const FREE: usize = 3;
+    /// posix_memalign, aligned_alloc, memalign, valloc, pvalloc.
+    pub const ALIGNED: usize = 4;
+    /// PyObject_Malloc, _Calloc, _Realloc, _Free.
+    pub const PYOBJECT: usize = 5;
+    /// Frees of a block owned by another thread (also counted under their entry point).
+    pub const REMOTE_FREE: usize = 6;
+    pub const COUNT: usize = 7;
+    pub const NOT_COUNTED: usize = COUNT;
+    pub const NAMES: [&str; COUNT] = [
+        "malloc",
+        "calloc",
+        "realloc",
+        "free",
+        "aligned",
+        "pyobject",
+        "remote_free",
+    ];
+}
+
+/// Per-thread call counts: plain integers bumped by the owning thread only (one `inc` on the
+/// fast path, no atomic), summed with the other threads' when a report is made.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct CallCounts {
+    pub n: [u64; call::COUNT],
+}
+
+impl CallCounts {
+    pub const ZERO: CallCounts = CallCounts {
+        n: [0; call::COUNT],
+    };
+    pub fn merge(&mut self, o: &CallCounts) {
+        for (a, b) in self.n.iter_mut().zip(o.n.iter()) {
+            *a += b;
+        }
+    }
+    #[inline(always)]
+    pub fn bump(&mut self, which: usize) {
+        if which < call::COUNT {
+            self.n[which] += 1;
+        }
+    }
 }
