@@ -10,8 +10,9 @@
 //! - A heap that needs a pool takes one from the most used arena of the kind that has a free
 //!   pool (CPython's `usable_arenas` order), so lightly used arenas drain and can be unmapped.
 //! - A pool that becomes empty comes back here and counts as *dirty* (its pages are resident
-//!   though nothing lives there). When dirty bytes exceed the purge threshold, every dirty free
-//!   pool is discarded (`MADV_DONTNEED`), so idle memory is bounded.
+//!   though nothing lives there). When idle memory (dirty pools, plus the emptied pools heaps
+//!   keep and the large-block cache: `stats::idle_bytes`) exceeds the purge threshold, every
+//!   dirty free pool is discarded (`MADV_DONTNEED`), so idle memory is bounded.
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -126,6 +127,7 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
             (*pool).dirty = false;
             (*best).ndirty -= 1;
             a.dirty_bytes -= 1 << (*best).pool_shift;
+            stats::global().dirty.sub(1 << (*best).pool_shift);
         }
         if (*best).nfree == 0 {
             unlink(&mut a.usable[kind], best);
@@ -161,6 +163,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             (*pool).dirty = true;
             (*arena).ndirty += 1;
             a.dirty_bytes += 1 << (*arena).pool_shift;
+            stats::global().dirty.add(1 << (*arena).pool_shift);
         }
         stats::global().pools_in_use.sub(1);
         stats::global().bytes_in_use.sub(1 << (*arena).pool_shift);
@@ -170,7 +173,9 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         if (*arena).nfree == (*arena).npools {
             retire_arena(&mut a, arena);
         }
-        if a.dirty_bytes > a.purge_threshold {
+        if a.dirty_bytes + stats::global().kept_empty.get() + stats::global().large_cached.get()
+            > a.purge_threshold
+        {
             purge_all(&mut a);
         }
     }
@@ -324,6 +329,7 @@ unsafe fn drop_dirty(a: &mut Arenas, arena: *mut Arena) {
             if (*pool).dirty {
                 (*pool).dirty = false;
                 a.dirty_bytes -= 1 << (*arena).pool_shift;
+                stats::global().dirty.sub(1 << (*arena).pool_shift);
             }
         }
         (*arena).ndirty = 0;
@@ -348,6 +354,7 @@ unsafe fn purge_all(a: &mut Arenas) {
                 if (*pool).dirty && (*pool).state == PoolState::Free {
                     (*pool).dirty = false;
                     a.dirty_bytes -= size;
+                    stats::global().dirty.sub(size);
                     if run_len == 0 {
                         run_start = (*pool).start;
                     }

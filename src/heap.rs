@@ -17,7 +17,7 @@
 //! thread (other TLS destructors) are served, under a lock, by the `ORPHAN` heap.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
@@ -108,33 +108,24 @@ static REGISTRY: Lock<Registry> = Lock::new(Registry {
 
 /// Empty pools a heap keeps for reuse before giving them back to their arenas.
 const KEEP_EMPTY_BYTES: usize = 1 << 20;
-/// Bytes of kept empty pools over all heaps: bounded by the purge threshold, so 32 threads do
-/// not keep 32 times the idle memory of one.
-static KEPT_TOTAL: AtomicUsize = AtomicUsize::new(0);
-
+/// Kept empty pools count as idle memory, which all heaps, free pools and the large cache
+/// share (`stats::idle_bytes`), so 32 threads do not keep 32 times the idle memory of one.
+/// Dirty free pools are not counted here: they are the first to be discarded when the sum
+/// goes over the bound (`arena::release_pool`), so a kept pool, which is reused for free,
+/// takes precedence over them.
 fn keep_globally(bytes: usize) -> bool {
-    let limit = crate::options::purge_threshold();
-    let mut cur = KEPT_TOTAL.load(Ordering::Relaxed);
-    loop {
-        if cur + bytes > limit {
-            return false;
-        }
-        match KEPT_TOTAL.compare_exchange_weak(
-            cur,
-            cur + bytes,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return true,
-            Err(c) => cur = c,
-        }
+    let g = stats::global();
+    if g.kept_empty.get() + g.large_cached.get() + bytes > crate::options::purge_threshold() {
+        return false;
     }
+    stats::global().kept_empty.add(bytes);
+    true
 }
 
 fn unkeep(heap: *mut Heap, bytes: usize) {
     // SAFETY: the caller owns the heap.
     unsafe { (*heap).kept_empty -= bytes };
-    KEPT_TOTAL.fetch_sub(bytes, Ordering::Relaxed);
+    stats::global().kept_empty.sub(bytes);
 }
 
 fn pool_bytes(pool: *mut Pool) -> usize {
@@ -705,6 +696,8 @@ mod tests {
                     unsafe { alloc::free(*b, "free") };
                 }
             };
+            // Start with no idle memory left by other tests (the large cache shares the bound).
+            alloc::trim();
             round(&mut blocks);
             let before = stats::global().pools_acquired.get();
             for _ in 0..10 {

@@ -8,8 +8,8 @@
 //!
 //! A program that allocates and frees big buffers in a loop would pay a map, an unmap and the
 //! page faults of fresh memory every time. So a freed large block goes to a small cache
-//! (`CACHE`: at most `CACHE_SLOTS` blocks and `options::purge_threshold()` bytes, the same
-//! bound as idle pool memory) and is reused by a request it fits with at most a quarter to
+//! (`CACHE`: at most `CACHE_SLOTS` blocks, within the idle-memory bound shared with free and
+//! kept pools, `stats::idle_bytes`) and is reused by a request it fits with at most a quarter to
 //! spare; anything beyond the bound is unmapped at once, and `malloc_trim` empties the cache.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
@@ -228,7 +228,8 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
         g.bytes_in_use.sub(len);
         {
             let mut c = CACHE.lock();
-            if c.len < CACHE_SLOTS && c.bytes + len <= crate::options::purge_threshold() {
+            if c.len < CACHE_SLOTS && stats::idle_bytes() + len <= crate::options::purge_threshold()
+            {
                 (*l).cached = true;
                 let n = c.len;
                 c.blocks[n] = l;

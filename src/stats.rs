@@ -65,6 +65,10 @@ pub struct GlobalStats {
     pub large_mremaps: Gauge,
     /// Bytes of freed large blocks kept for reuse.
     pub large_cached: Gauge,
+    /// Bytes of emptied pools that heaps keep for reuse.
+    pub kept_empty: Gauge,
+    /// Bytes of free pools whose pages may still be resident (mirrors the arena lock's count).
+    pub dirty: Gauge,
     pub threads_seen: Gauge,
     pub pools_abandoned: Gauge,
     pub pools_adopted: Gauge,
@@ -86,6 +90,8 @@ static GLOBAL: GlobalStats = GlobalStats {
     large_bytes: Gauge::new(),
     large_mremaps: Gauge::new(),
     large_cached: Gauge::new(),
+    kept_empty: Gauge::new(),
+    dirty: Gauge::new(),
     threads_seen: Gauge::new(),
     pools_abandoned: Gauge::new(),
     pools_adopted: Gauge::new(),
@@ -95,6 +101,13 @@ static GLOBAL: GlobalStats = GlobalStats {
 #[inline]
 pub fn global() -> &'static GlobalStats {
     &GLOBAL
+}
+
+/// Memory that is resident but holds no block: free pools not yet discarded, emptied pools
+/// kept by heaps, freed large blocks kept for reuse. `POOLMALLOC_PURGE_BYTES` bounds the sum
+/// (approximately: the three are updated under different locks).
+pub fn idle_bytes() -> usize {
+    GLOBAL.dirty.get() + GLOBAL.kept_empty.get() + GLOBAL.large_cached.get()
 }
 
 /// Which entry point a call came through, for the per-thread call counts. `NOT_COUNTED` is
