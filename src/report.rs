@@ -47,6 +47,7 @@ struct Snapshot {
     unused_pool_bytes: usize,
     quantization_bytes: usize,
     dirty_bytes: usize,
+    kept_bytes: usize,
     calls: stats::CallCounts,
     large_live: usize,
     large_bytes: usize,
@@ -97,6 +98,7 @@ fn snapshot() -> Snapshot {
         unused_pool_bytes: census.free_pool_bytes,
         quantization_bytes: quantization,
         dirty_bytes: census.dirty_bytes,
+        kept_bytes: g.kept_empty.get(),
         calls: heap::total_counts(),
         large_live: g.large_live.get(),
         large_bytes: g.large_bytes.get(),
@@ -290,6 +292,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     line(w, "# peak bytes mapped", s.mapped_peak)?;
     line(w, "# metadata mapped (headers, map, heaps)", s.meta_bytes)?;
     line(w, "# free pool bytes not yet discarded", s.dirty_bytes)?;
+    line(w, "# emptied pool bytes kept by threads", s.kept_bytes)?;
     line(w, "# bytes returned to the OS", s.returned_bytes)?;
     line(w, "# resident set size now", s.rss_now)?;
     line(w, "# peak resident set size", s.rss_peak)?;
@@ -360,8 +363,16 @@ fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     )?;
     write!(
         w,
-        "\"memory\":{{\"peak_in_use\":{},\"mapped\":{},\"peak_mapped\":{},\"metadata\":{},\"dirty\":{},\"returned\":{},\"rss\":{},\"peak_rss\":{}}}}}",
-        s.peak_in_use, s.mapped_now, s.mapped_peak, s.meta_bytes, s.dirty_bytes, s.returned_bytes, s.rss_now, s.rss_peak
+        "\"memory\":{{\"peak_in_use\":{},\"mapped\":{},\"peak_mapped\":{},\"metadata\":{},\"dirty\":{},\"kept\":{},\"returned\":{},\"rss\":{},\"peak_rss\":{}}}}}",
+        s.peak_in_use,
+        s.mapped_now,
+        s.mapped_peak,
+        s.meta_bytes,
+        s.dirty_bytes,
+        s.kept_bytes,
+        s.returned_bytes,
+        s.rss_now,
+        s.rss_peak
     )?;
     writeln!(w)
 }
