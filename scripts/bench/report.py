@@ -320,8 +320,8 @@ def main():
     L.append("Every benchmark is run under each allocator by `LD_PRELOAD` (glibc: none), interleaved "
              "(glibc, jemalloc, tcmalloc, mimalloc, poolmalloc, then again), and checks its own results.")
     L.append("")
-    L.append("How to run: `scripts/bench.sh` (full: every benchmark, 5 rounds, callgrind; about 10 "
-             "minutes on 2 cores; rewrites this file), `scripts/bench.sh --quick` (smoke run, under 3 "
+    L.append("How to run: `scripts/bench.sh` (full: every benchmark, 5 rounds, callgrind; about 4 "
+             "minutes on 2 idle cores, more under load; rewrites this file), `scripts/bench.sh --quick` (smoke run, under 3 "
              "minutes, fails on any crash or wrong result), `--only larson-8,cxx-1`, `--rounds N`, "
              "`--callgrind`, `--peers-only`, `--no-build`; `scripts/bench.sh --help` for all.")
     L.append("")
