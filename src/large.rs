@@ -64,8 +64,10 @@ fn take_cached(len: usize) -> *mut Large {
         return ptr::null_mut();
     }
     let l = c.blocks[best];
+    // Keep the rest in age order (oldest first) for eviction.
+    let n = c.len;
+    c.blocks.copy_within(best + 1..n, best);
     c.len -= 1;
-    c.blocks[best] = c.blocks[c.len];
     // SAFETY: as above; the block leaves the cache and becomes the caller's.
     unsafe {
         c.bytes -= (*l).size;
@@ -226,20 +228,31 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
         g.large_live.sub(1);
         g.large_bytes.sub(len);
         g.bytes_in_use.sub(len);
-        {
-            let mut c = CACHE.lock();
-            if c.len < CACHE_SLOTS && stats::idle_bytes() + len <= crate::options::purge_threshold()
-            {
-                (*l).cached = true;
-                let n = c.len;
-                c.blocks[n] = l;
-                c.len += 1;
-                c.bytes += len;
-                g.large_cached.add(len);
-                return;
-            }
+        // The cache's share of the idle bound: what heaps' kept pools leave (dirty free pools
+        // are discarded first when the sum goes over, see arena::release_pool).
+        let budget = crate::options::purge_threshold().saturating_sub(g.kept_empty.get());
+        if len > budget {
+            return unmap(l);
         }
-        unmap(l);
+        let mut c = CACHE.lock();
+        // Make room by unmapping the oldest entries: the block freed last is the likeliest to
+        // be asked for again (a buffer allocated and freed in a loop).
+        while c.len == CACHE_SLOTS || c.bytes + len > budget {
+            let oldest = c.blocks[0];
+            let n = c.len;
+            c.blocks.copy_within(1..n, 0);
+            c.len -= 1;
+            c.bytes -= (*oldest).size;
+            g.large_cached.sub((*oldest).size);
+            (*oldest).cached = false;
+            unmap(oldest);
+        }
+        (*l).cached = true;
+        let n = c.len;
+        c.blocks[n] = l;
+        c.len += 1;
+        c.bytes += len;
+        g.large_cached.add(len);
     }
 }
 
