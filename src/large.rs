@@ -9,8 +9,10 @@
 //! A program that allocates and frees big buffers in a loop would pay a map, an unmap and the
 //! page faults of fresh memory every time. So a freed large block goes to a small cache
 //! (`CACHE`: at most `CACHE_SLOTS` blocks, within the idle-memory bound shared with free and
-//! kept pools, `stats::idle_bytes`) and is reused by a request it fits with at most a quarter to
-//! spare; anything beyond the bound is unmapped at once, and `malloc_trim` empties the cache.
+//! kept pools, `stats::idle_bytes`), evicting (unmapping) the oldest entries to make room, and
+//! is reused by a request it fits with at most a quarter to spare. A block larger than the
+//! bound is unmapped at once; `malloc_trim` empties the cache. The cache only reuses whole
+//! blocks: it does not split or merge them as tcmalloc's page heap does.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
 use core::ptr;

@@ -274,7 +274,14 @@ impl Pool {
             return false;
         }
         let size = self.block_size as usize;
-        let n = left.min((CARVE_BYTES / size).max(CARVE_MIN_BLOCKS) as u32);
+        // Blocks over two pages are carved one at a time: carving writes the first word of
+        // each block, and each such block is a page the program may never use.
+        let min = if size > 2 * CARVE_BYTES {
+            1
+        } else {
+            CARVE_MIN_BLOCKS
+        };
+        let n = left.min((CARVE_BYTES / size).max(min) as u32);
         // SAFETY: blocks carved..carved+n lie inside the pool's memory, which we own.
         unsafe {
             let first = self.start.add(self.carved as usize * size);
