@@ -11,8 +11,12 @@
 //!   pool (CPython's `usable_arenas` order), so lightly used arenas drain and can be unmapped.
 //! - A pool that becomes empty comes back here and counts as *dirty* (its pages are resident
 //!   though nothing lives there). When idle memory (dirty pools, plus the emptied pools heaps
-//!   keep and the large-block cache: `stats::idle_bytes`) exceeds the purge threshold, every
-//!   dirty free pool is discarded (`MADV_DONTNEED`), so idle memory is bounded.
+//!   keep and the large-block cache: `stats::idle_bytes`) exceeds the purge threshold, the
+//!   dirty pools that have been free for `PURGE_DELAY_MS` are discarded (`MADV_DONTNEED`), and
+//!   all of them once idle memory passes `PURGE_HARD_FACTOR` times the threshold. The delay
+//!   spares a program that frees a batch and allocates it again a moment later (a loop, an
+//!   interpreter's garbage collection) the page faults of memory it is about to reuse; the
+//!   hard bound keeps a program that only frees from keeping much.
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -28,6 +32,10 @@ use crate::stats;
 use crate::sync::Lock;
 
 pub const ARENA_SIZE: usize = CHUNK_SIZE;
+/// How long a free pool stays resident once idle memory is over the threshold.
+const PURGE_DELAY_MS: u32 = 100;
+/// Idle memory above this many times the threshold is discarded at once, delay or not.
+const PURGE_HARD_FACTOR: usize = 4;
 /// Pools in an arena of the smallest pool kind.
 pub const MAX_POOLS: usize = ARENA_SIZE >> POOL_SHIFT[0];
 const GRANULE_SHIFT: u32 = POOL_SHIFT[0];
@@ -62,8 +70,10 @@ struct Arenas {
     spare_headers: *mut Arena,
     /// Bytes in dirty free pools.
     dirty_bytes: usize,
-    /// Discard dirty pools when `dirty_bytes` goes above this.
+    /// Discard dirty pools when idle bytes go above this.
     purge_threshold: usize,
+    /// When the last delayed purge looked at the pools (`os::now_ms`).
+    last_purge_scan_ms: u32,
 }
 
 // SAFETY: the raw pointers are only used while holding the lock around `Arenas`.
@@ -75,6 +85,7 @@ static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     spare_headers: ptr::null_mut(),
     dirty_bytes: 0,
     purge_threshold: crate::options::DEFAULT_PURGE_BYTES,
+    last_purge_scan_ms: 0,
 });
 
 pub fn set_purge_threshold(bytes: usize) {
@@ -161,6 +172,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         (*arena).nfree += 1;
         if was_dirty {
             (*pool).dirty = true;
+            (*pool).freed_at_ms = os::now_ms();
             (*arena).ndirty += 1;
             a.dirty_bytes += 1 << (*arena).pool_shift;
             stats::global().dirty.add(1 << (*arena).pool_shift);
@@ -173,11 +185,28 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         if (*arena).nfree == (*arena).npools {
             retire_arena(&mut a, arena);
         }
-        if a.dirty_bytes + stats::global().kept_empty.get() + stats::global().large_cached.get()
-            > a.purge_threshold
-        {
-            purge_all(&mut a);
-        }
+        maybe_purge(&mut a);
+    }
+}
+
+/// Applies the purge policy (see the module comment) if idle memory is over the threshold.
+fn maybe_purge(a: &mut Arenas) {
+    let g = stats::global();
+    let idle = a.dirty_bytes + g.kept_empty.get() + g.large_cached.get();
+    if idle <= a.purge_threshold {
+        return;
+    }
+    if idle > a.purge_threshold.saturating_mul(PURGE_HARD_FACTOR) {
+        // SAFETY: the caller holds the arena lock, which `a` borrows from.
+        unsafe { purge(a, None) };
+        return;
+    }
+    // Scanning every pool is not free: at most once per millisecond.
+    let now = os::now_ms();
+    if now != a.last_purge_scan_ms {
+        a.last_purge_scan_ms = now;
+        // SAFETY: as above.
+        unsafe { purge(a, Some(now)) };
     }
 }
 
@@ -188,7 +217,7 @@ pub fn trim() -> bool {
     let had = a.dirty_bytes > 0 || !a.reserve.is_null();
     // SAFETY: we hold the lock.
     unsafe {
-        purge_all(&mut a);
+        purge(&mut a, None);
         let reserve = a.reserve;
         if !reserve.is_null() {
             a.reserve = ptr::null_mut();
@@ -270,6 +299,9 @@ unsafe fn format_arena(arena: *mut Arena, kind: usize) {
         for i in (0..npools as usize).rev() {
             let pool = (*arena).pools.as_mut_ptr().add(i);
             pool.write(Pool::EMPTY);
+            // Never null: a thread without a heap has a null TLS heap, and must not look
+            // like the owner of a free pool.
+            (*pool).owner = core::sync::atomic::AtomicPtr::new(crate::heap::no_owner());
             (*pool).start = (*arena).base.add(i << shift);
             (*pool).arena = arena;
             (*pool).index = i as u32;
@@ -336,8 +368,9 @@ unsafe fn drop_dirty(a: &mut Arenas, arena: *mut Arena) {
     }
 }
 
-/// Discards the pages of every dirty free pool, coalescing neighbours into one call.
-unsafe fn purge_all(a: &mut Arenas) {
+/// Discards the pages of the dirty free pools, coalescing neighbours into one call: all of
+/// them, or with `Some(now)` those free for at least `PURGE_DELAY_MS`.
+unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
     let mut lists = a.usable;
     let reserve = a.reserve;
     // SAFETY: lock held; every arena visited is live.
@@ -351,8 +384,13 @@ unsafe fn purge_all(a: &mut Arenas) {
             let mut run_len = 0usize;
             for i in 0..(*arena).npools as usize {
                 let pool = (*arena).pools.as_mut_ptr().add(i);
-                if (*pool).dirty && (*pool).state == PoolState::Free {
+                let old_enough = match now {
+                    None => true,
+                    Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= PURGE_DELAY_MS,
+                };
+                if (*pool).dirty && (*pool).state == PoolState::Free && old_enough {
                     (*pool).dirty = false;
+                    (*arena).ndirty -= 1;
                     a.dirty_bytes -= size;
                     stats::global().dirty.sub(size);
                     if run_len == 0 {
@@ -369,7 +407,6 @@ unsafe fn purge_all(a: &mut Arenas) {
                 os::discard(run_start, run_len);
                 stats::global().bytes_returned.add(run_len);
             }
-            (*arena).ndirty = 0;
         };
         for head in lists.iter_mut() {
             let mut cur = *head;

@@ -132,6 +132,18 @@ pub fn kernel_page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
+/// Milliseconds on a coarse monotonic clock (the vDSO answers it without entering the kernel);
+/// wraps after 49 days, so compare with `wrapping_sub`.
+pub fn now_ms() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter; clock_gettime does not allocate.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+}
+
 /// Sets the calling thread's `errno`.
 #[inline]
 pub fn set_errno(e: i32) {

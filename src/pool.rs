@@ -61,19 +61,15 @@ pub const FULL_BIAS: i32 = 1 << 30;
 const CARVE_BYTES: usize = 4096;
 const CARVE_MIN_BLOCKS: usize = 4;
 
-#[repr(C, align(128))]
+/// A pool descriptor is three cache lines, laid out by who writes them, so that a thread
+/// freeing into another thread's pool does not steal the owner's hot line on every free:
+/// line 1 is read by everyone and written only on slow paths; line 2 is written by the owner
+/// on every malloc and free; line 3 takes other threads' CAS pushes and the list links.
+#[repr(C, align(64))]
 pub struct Pool {
-    // ---- read on every malloc/free: keep together ----
-    /// The owner's free list.
-    pub free: *mut Block,
-    /// Blocks out in the program (see the module invariant), plus the heap's head bias, minus
-    /// `FULL_BIAS` while the pool is Full: so free's single test `used <= 0` after the
-    /// decrement catches both "now empty" and "was full".
-    pub used: i32,
-    /// Block size in bytes; 0 while the pool is `Free`.
-    pub block_size: u32,
-    /// The heap whose thread owns this pool; null when Free or Abandoned. Written by the owner
-    /// or adopter (Release), read by any freeing thread (Acquire) to tell local from remote.
+    // ---- line 1: read by every free (owner or not), written on slow paths only ----
+    /// The heap whose thread owns this pool; `heap::NO_OWNER` when Free or Abandoned. Written
+    /// by the owner or adopter (Release), read by any freeing thread to tell local from remote.
     pub owner: AtomicPtr<Heap>,
     /// First byte of the pool's memory.
     pub start: *mut u8,
@@ -83,25 +79,45 @@ pub struct Pool {
     pub div_rot: u32,
     /// Number of blocks the pool holds.
     pub capacity: u32,
+    /// Block size in bytes; 0 while the pool is `Free`.
+    pub block_size: u32,
+    /// Blocks carved so far (`carved` in the invariant).
+    pub carved: u32,
     pub state: PoolState,
     /// Size class of the blocks (valid when not Free).
     pub class: u8,
-    /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
-    pub dirty: bool,
     /// Head of its heap's class list, so `used` holds the head bias (for statistics).
     pub head: bool,
-    /// Blocks carved so far (`carved` in the invariant).
-    pub carved: u32,
-    // ---- other threads' frees ----
-    pub thread_free: AtomicPtr<Block>,
-    // ---- list links (heap class list, heap full list, arena free list, abandoned list) ----
-    pub next: *mut Pool,
-    pub prev: *mut Pool,
+    /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
+    pub dirty: bool,
+    /// When the pool last became free and dirty (`os::now_ms`), for the purge delay.
+    pub freed_at_ms: u32,
     /// The arena whose header holds this descriptor.
     pub arena: *mut crate::arena::Arena,
     /// Index of this pool in its arena.
     pub index: u32,
+    _pad1: [u8; 4],
+    // ---- line 2: the owner's, written by every local malloc and free ----
+    /// The owner's free list.
+    pub free: *mut Block,
+    /// Blocks out in the program (see the module invariant), plus the heap's head bias, minus
+    /// `FULL_BIAS` while the pool is Full: so free's single test `used <= 0` after the
+    /// decrement catches both "now empty" and "was full".
+    pub used: i32,
+    _pad2: [u8; 52],
+    // ---- line 3: other threads' frees, and list links (slow paths) ----
+    pub thread_free: AtomicPtr<Block>,
+    /// Links in the heap class list, heap full list, arena free list or abandoned list.
+    pub next: *mut Pool,
+    pub prev: *mut Pool,
+    _pad3: [u8; 40],
 }
+
+const _: () = {
+    assert!(core::mem::offset_of!(Pool, free) == 64);
+    assert!(core::mem::offset_of!(Pool, thread_free) == 128);
+    assert!(core::mem::size_of::<Pool>() == 192);
+};
 
 // SAFETY: the raw pointers inside are only dereferenced under the ownership rules in the
 // module comment (owner thread, arena lock or abandoned-list lock).
@@ -132,24 +148,28 @@ impl Pool {
     /// copies it (into `EMPTY_POOL` or an arena header), which is what we want.
     #[allow(clippy::declare_interior_mutable_const)]
     pub const EMPTY: Pool = Pool {
-        free: ptr::null_mut(),
-        used: 0,
-        block_size: 0,
         owner: AtomicPtr::new(ptr::null_mut()),
         start: ptr::null_mut(),
         div_mul: 0,
         div_rot: 0,
         capacity: 0,
+        block_size: 0,
+        carved: 0,
         state: PoolState::Free,
         class: 0,
-        dirty: false,
         head: false,
-        carved: 0,
+        dirty: false,
+        freed_at_ms: 0,
+        arena: ptr::null_mut(),
+        index: 0,
+        _pad1: [0; 4],
+        free: ptr::null_mut(),
+        used: 0,
+        _pad2: [0; 52],
         thread_free: AtomicPtr::new(ptr::null_mut()),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
-        arena: ptr::null_mut(),
-        index: 0,
+        _pad3: [0; 40],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
