@@ -36,10 +36,10 @@
 //!
 //! ## Memory back to the OS (`arena`, `large`)
 //! Idle memory is bounded by `POOLMALLOC_PURGE_BYTES` (2 MiB): free pools are *dirty* until
-//! discarded with `MADV_DONTNEED`, which happens when dirty bytes exceed the bound; emptied
-//! pools kept by heaps and freed large blocks kept for reuse each stay within it too; an arena
-//! whose pools are all free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back
-//! everything.
+//! discarded with `MADV_DONTNEED`, which happens to those idle for 100 ms once idle memory
+//! exceeds the bound (to all of them past four times it); emptied pools kept by heaps and
+//! freed large blocks kept for reuse count in the same bound; an arena whose pools are all
+//! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;

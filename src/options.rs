@@ -47,7 +47,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "POOLMALLOC_PURGE_BYTES",
-        "free-but-resident pool bytes allowed before they are discarded (default 2M; K/M/G suffixes)",
+        "idle bytes (free pools, kept empty pools, cached large blocks) allowed before free pools idle for 100 ms are discarded (all past 4x; default 2M; K/M/G suffixes)",
     ),
 ];
 
