@@ -345,14 +345,12 @@ unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
                 (*next).head = true;
                 (*heap).avail[class] = next;
             }
+            (*pool).next = ptr::null_mut();
+            (*pool).prev = ptr::null_mut();
         } else {
-            (*(*pool).prev).next = (*pool).next;
-            if !(*pool).next.is_null() {
-                (*(*pool).next).prev = (*pool).prev;
-            }
+            // Not the head, so it has a predecessor and the head pointer is left alone.
+            pool::list_unlink(&mut (*heap).avail[class], pool);
         }
-        (*pool).next = ptr::null_mut();
-        (*pool).prev = ptr::null_mut();
     }
 }
 
