@@ -533,7 +533,58 @@ pub unsafe fn after_fork_child() {
             break;
         }
         // SAFETY: the victim's thread does not exist in the child; we take over its heap.
-        unsafe { detach(victim) };
+        unsafe {
+            for_each_pool_of(victim, |pool| recount_after_fork(pool));
+            detach(victim);
+        }
+    }
+}
+
+/// Calls `f` on every pool on `heap`'s class lists and full list.
+///
+/// # Safety
+/// The caller owns `heap`; `f` must not change the lists.
+unsafe fn for_each_pool_of(heap: *mut Heap, mut f: impl FnMut(*mut Pool)) {
+    // SAFETY: per the contract.
+    unsafe {
+        for class in 0..NUM_CLASSES {
+            let mut pool = (*heap).avail[class];
+            while pool != empty_pool() && !pool.is_null() {
+                f(pool);
+                pool = (*pool).next;
+            }
+        }
+        let mut pool = (*heap).full;
+        while !pool.is_null() {
+            f(pool);
+            pool = (*pool).next;
+        }
+    }
+}
+
+/// The thread that owned `pool` may have been stopped by `fork` between a free-list update
+/// and the matching `used` update; recompute `used` from the free list, which is updated
+/// first, so that the pool cannot be released while one of its blocks is live.
+///
+/// # Safety
+/// Only in a fork child, on a pool of a heap whose thread did not survive the fork.
+unsafe fn recount_after_fork(pool: *mut Pool) {
+    // SAFETY: per the contract, nobody else touches the pool.
+    unsafe {
+        let mut on_list = 0u32;
+        let mut b = (*pool).free;
+        while !b.is_null() && on_list < (*pool).carved {
+            on_list += 1;
+            b = (*b).next;
+        }
+        let mut used = ((*pool).carved - on_list) as i32;
+        if (*pool).head {
+            used += 1;
+        }
+        if (*pool).state == PoolState::Full {
+            used -= FULL_BIAS;
+        }
+        (*pool).used = used;
     }
 }
 
