@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of poolmalloc on this machine: the Rust unit tests (including the check that
-# include/poolmalloc.h is what cbindgen generates now), then the C, statistics, CPython,
+# Runs every test of poolmalloc on this machine: lints (clippy, rustfmt), the Rust unit tests
+# (including the check that include/poolmalloc.h is what cbindgen generates now), then the C,
+# statistics, CPython,
 # real-program and benchmark-smoke suites against the release library, each both through
 # LD_PRELOAD and (where it applies) linked directly. Installs what a fresh Debian lacks.
 # The last line is "N passed, M failed" over the suites; the exit code is non-zero if any failed.
@@ -39,6 +40,15 @@ suite() {
     fi
 }
 
+# Lints: every unsafe block carries a SAFETY comment (clippy::undocumented_unsafe_blocks is
+# denied in src/lib.rs), no warning, formatted sources.
+lint() {
+    if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+        rustup component add clippy rustfmt >/dev/null 2>&1 || return 1
+    fi
+    cargo clippy --release --all-targets -- -D warnings && cargo fmt --check
+}
+suite lint lint
 suite unit cargo test --release
 suite build cargo build --release
 lib="$root/target/release/libpoolmalloc.so"

@@ -441,6 +441,7 @@ mod tests {
         let mut p = test_pool(3, &mut mem);
         let start = p.start as usize;
         assert_eq!(p.block_index(start), None);
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
         unsafe { assert!(p.carve()) };
         assert_eq!(p.block_index(start), Some(0));
         assert_eq!(p.block_index(start + p.carved_bytes()), None);
@@ -451,6 +452,7 @@ mod tests {
         let mut mem = vec![0u8; 16384];
         let mut p = test_pool(1, &mut mem); // 32-byte blocks, 512 of them
         let mut got = Vec::new();
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
         unsafe {
             loop {
                 let b = p.pop();
@@ -472,6 +474,7 @@ mod tests {
         for &b in &got {
             assert!(p.block_index(b as usize).is_some());
         }
+        // SAFETY: every block in `got` is a live block of this pool, freed once.
         unsafe {
             for &b in &got[..100] {
                 p.push_local(b);
@@ -491,6 +494,7 @@ mod tests {
     fn freed_blocks_carry_the_key_and_allocated_ones_do_not() {
         let mut mem = vec![0u8; 16384];
         let mut p = test_pool(0, &mut mem);
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
         unsafe {
             p.carve();
             let b = p.pop();
