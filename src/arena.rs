@@ -69,9 +69,6 @@ struct Arenas {
     /// Recycled headers.
     spare_headers: *mut Arena,
     /// Bytes in dirty free pools.
-    dirty_bytes: usize,
-    /// Discard dirty pools when idle bytes go above this.
-    purge_threshold: usize,
     /// When the last delayed purge looked at the pools (`os::now_ms`).
     last_purge_scan_ms: u32,
 }
@@ -83,14 +80,8 @@ static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     usable: [ptr::null_mut(); NUM_POOL_KINDS],
     reserve: ptr::null_mut(),
     spare_headers: ptr::null_mut(),
-    dirty_bytes: 0,
-    purge_threshold: crate::options::DEFAULT_PURGE_BYTES,
     last_purge_scan_ms: 0,
 });
-
-pub fn set_purge_threshold(bytes: usize) {
-    ARENAS.lock().purge_threshold = bytes;
-}
 
 /// The pool holding address `p` of `arena`.
 ///
@@ -137,7 +128,6 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
         if (*pool).dirty {
             (*pool).dirty = false;
             (*best).ndirty -= 1;
-            a.dirty_bytes -= 1 << (*best).pool_shift;
             stats::global().dirty.sub(1 << (*best).pool_shift);
         }
         if (*best).nfree == 0 {
@@ -145,7 +135,6 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
         }
         (*pool).next = ptr::null_mut();
         (*pool).prev = ptr::null_mut();
-        stats::global().pools_in_use.add(1);
         stats::global().pools_acquired.add(1);
         stats::global().bytes_in_use.add(1 << (*best).pool_shift);
         pool
@@ -174,10 +163,8 @@ pub unsafe fn release_pool(pool: *mut Pool) {
             (*pool).dirty = true;
             (*pool).freed_at_ms = os::now_ms();
             (*arena).ndirty += 1;
-            a.dirty_bytes += 1 << (*arena).pool_shift;
             stats::global().dirty.add(1 << (*arena).pool_shift);
         }
-        stats::global().pools_in_use.sub(1);
         stats::global().bytes_in_use.sub(1 << (*arena).pool_shift);
         if (*arena).nfree == 1 {
             push_front(&mut a.usable[kind], arena);
@@ -191,12 +178,12 @@ pub unsafe fn release_pool(pool: *mut Pool) {
 
 /// Applies the purge policy (see the module comment) if idle memory is over the threshold.
 fn maybe_purge(a: &mut Arenas) {
-    let g = stats::global();
-    let idle = a.dirty_bytes + g.kept_empty.get() + g.large_cached.get();
-    if idle <= a.purge_threshold {
+    let idle = stats::idle_bytes();
+    let threshold = crate::options::purge_threshold();
+    if idle <= threshold {
         return;
     }
-    if idle > a.purge_threshold.saturating_mul(PURGE_HARD_FACTOR) {
+    if idle > threshold.saturating_mul(PURGE_HARD_FACTOR) {
         // SAFETY: the caller holds the arena lock, which `a` borrows from.
         unsafe { purge(a, None) };
         return;
@@ -214,7 +201,7 @@ fn maybe_purge(a: &mut Arenas) {
 /// Returns whether anything was released.
 pub fn trim() -> bool {
     let mut a = ARENAS.lock();
-    let had = a.dirty_bytes > 0 || !a.reserve.is_null();
+    let had = stats::global().dirty.get() > 0 || !a.reserve.is_null();
     // SAFETY: we hold the lock.
     unsafe {
         purge(&mut a, None);
@@ -352,15 +339,15 @@ unsafe fn unmap_arena(a: &mut Arenas, arena: *mut Arena) {
     g.bytes_returned.add(ARENA_SIZE);
 }
 
-/// Forgets the dirty accounting of every free pool of `arena`.
-unsafe fn drop_dirty(a: &mut Arenas, arena: *mut Arena) {
+/// Forgets the dirty accounting of every free pool of `arena`. `_locked` is the caller's
+/// arena state, which proves it holds the lock.
+unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
     // SAFETY: lock held by the caller; descriptors of a live arena.
     unsafe {
         for i in 0..(*arena).npools as usize {
             let pool = (*arena).pools.as_mut_ptr().add(i);
             if (*pool).dirty {
                 (*pool).dirty = false;
-                a.dirty_bytes -= 1 << (*arena).pool_shift;
                 stats::global().dirty.sub(1 << (*arena).pool_shift);
             }
         }
@@ -375,7 +362,7 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
     let reserve = a.reserve;
     // SAFETY: lock held; every arena visited is live.
     unsafe {
-        let visit = |arena: *mut Arena, a: &mut Arenas| {
+        let visit = |arena: *mut Arena| {
             if (*arena).ndirty == 0 {
                 return;
             }
@@ -391,7 +378,6 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
                 if (*pool).dirty && (*pool).state == PoolState::Free && old_enough {
                     (*pool).dirty = false;
                     (*arena).ndirty -= 1;
-                    a.dirty_bytes -= size;
                     stats::global().dirty.sub(size);
                     if run_len == 0 {
                         run_start = (*pool).start;
@@ -412,12 +398,12 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
             let mut cur = *head;
             while !cur.is_null() {
                 let next = (*cur).next;
-                visit(cur, a);
+                visit(cur);
                 cur = next;
             }
         }
         if !reserve.is_null() {
-            visit(reserve, a);
+            visit(reserve);
         }
     }
 }
@@ -472,16 +458,14 @@ pub struct ArenaCensus {
     pub free_pools: usize,
     pub free_pool_bytes: usize,
     pub dirty_bytes: usize,
-    pub reserve: bool,
 }
 
 /// Calls `f(pool, pool_size)` on every pool in use of every live arena (under the lock), and
 /// returns the arena-level census. `f` must not take the arena lock.
 pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
-    let a = ARENAS.lock();
+    let _locked = ARENAS.lock();
     let mut census = ArenaCensus {
-        dirty_bytes: a.dirty_bytes,
-        reserve: !a.reserve.is_null(),
+        dirty_bytes: stats::global().dirty.get(),
         ..Default::default()
     };
     // Full arenas are on no list, so walk the address map, which knows every live arena.
@@ -511,7 +495,7 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
 /// the dirty accounting, and the shape of every pool in use. Returns the number of problems
 /// found, after printing the first ones on stderr.
 pub fn check() -> usize {
-    let a = ARENAS.lock();
+    let _locked = ARENAS.lock();
     let mut problems = 0usize;
     let mut dirty_total = 0usize;
     let mut report = |what: &str, arena: *const Arena| {
@@ -562,7 +546,7 @@ pub fn check() -> usize {
             }
         }
     });
-    if dirty_total != a.dirty_bytes {
+    if dirty_total != stats::global().dirty.get() {
         problems += 1;
         crate::diag::complain(
             "arena check",

@@ -56,7 +56,6 @@ fn on_load() {
         crate::os::write_all(2, buf.as_bytes());
     }));
     crate::options::load();
-    crate::arena::set_purge_threshold(crate::options::purge_threshold());
     // SAFETY: the handlers are plain functions that only take and release our locks.
     unsafe {
         libc::pthread_atfork(

@@ -35,10 +35,11 @@ pub struct Large {
 
 const CACHE_SLOTS: usize = 16;
 
+/// Freed blocks, oldest first. Their bytes are `stats::global().large_cached`, changed only
+/// under this lock.
 struct Cache {
     blocks: [*mut Large; CACHE_SLOTS],
     len: usize,
-    bytes: usize,
 }
 // SAFETY: the headers are only touched under the lock.
 unsafe impl Send for Cache {}
@@ -46,8 +47,23 @@ unsafe impl Send for Cache {}
 static CACHE: Lock<Cache> = Lock::new(Cache {
     blocks: [ptr::null_mut(); CACHE_SLOTS],
     len: 0,
-    bytes: 0,
 });
+
+impl Cache {
+    /// Takes the block at `i` out of the cache, keeping the others in age order.
+    fn remove(&mut self, i: usize) -> *mut Large {
+        let l = self.blocks[i];
+        let n = self.len;
+        self.blocks.copy_within(i + 1..n, i);
+        self.len -= 1;
+        // SAFETY: cached headers are live and ours under the lock.
+        unsafe {
+            stats::global().large_cached.sub((*l).size);
+            (*l).cached = false;
+        }
+        l
+    }
+}
 
 /// Takes a cached block of at least `len` bytes with at most a quarter to spare.
 fn take_cached(len: usize) -> *mut Large {
@@ -65,17 +81,7 @@ fn take_cached(len: usize) -> *mut Large {
     if best == CACHE_SLOTS {
         return ptr::null_mut();
     }
-    let l = c.blocks[best];
-    // Keep the rest in age order (oldest first) for eviction.
-    let n = c.len;
-    c.blocks.copy_within(best + 1..n, best);
-    c.len -= 1;
-    // SAFETY: as above; the block leaves the cache and becomes the caller's.
-    unsafe {
-        c.bytes -= (*l).size;
-        (*l).cached = false;
-    }
-    l
+    c.remove(best)
 }
 
 struct Headers {
@@ -143,7 +149,6 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
             g.large_live.add(1);
             g.large_bytes.add(size);
             g.bytes_in_use.add(size);
-            g.large_cached.sub(size);
             return (base, false);
         }
     }
@@ -239,21 +244,14 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
         let mut c = CACHE.lock();
         // Make room by unmapping the oldest entries: the block freed last is the likeliest to
         // be asked for again (a buffer allocated and freed in a loop).
-        while c.len == CACHE_SLOTS || c.bytes + len > budget {
-            let oldest = c.blocks[0];
-            let n = c.len;
-            c.blocks.copy_within(1..n, 0);
-            c.len -= 1;
-            c.bytes -= (*oldest).size;
-            g.large_cached.sub((*oldest).size);
-            (*oldest).cached = false;
+        while c.len == CACHE_SLOTS || g.large_cached.get() + len > budget {
+            let oldest = c.remove(0);
             unmap(oldest);
         }
         (*l).cached = true;
         let n = c.len;
         c.blocks[n] = l;
         c.len += 1;
-        c.bytes += len;
         g.large_cached.add(len);
     }
 }
@@ -277,15 +275,10 @@ pub fn trim() -> bool {
     let mut c = CACHE.lock();
     let had = c.len > 0;
     while c.len > 0 {
-        c.len -= 1;
-        let l = c.blocks[c.len];
-        // SAFETY: the header leaves the cache; it is ours to unmap.
-        unsafe {
-            c.bytes -= (*l).size;
-            stats::global().large_cached.sub((*l).size);
-            (*l).cached = false;
-            unmap(l);
-        }
+        let last = c.len - 1;
+        let l = c.remove(last);
+        // SAFETY: the header left the cache; it is ours to unmap.
+        unsafe { unmap(l) };
     }
     had
 }

@@ -48,7 +48,6 @@ pub struct GlobalStats {
     pub arenas_allocated: Gauge,
     pub arenas_reclaimed: Gauge,
     pub arenas_current: Gauge,
-    pub pools_in_use: Gauge,
     /// Pools handed from arenas to heaps over the run.
     pub pools_acquired: Gauge,
     /// Bytes of arenas and large blocks currently mapped.
@@ -67,7 +66,7 @@ pub struct GlobalStats {
     pub large_cached: Gauge,
     /// Bytes of emptied pools that heaps keep for reuse.
     pub kept_empty: Gauge,
-    /// Bytes of free pools whose pages may still be resident (mirrors the arena lock's count).
+    /// Bytes of free pools whose pages may still be resident (changed under the arena lock).
     pub dirty: Gauge,
     pub threads_seen: Gauge,
     pub pools_abandoned: Gauge,
@@ -80,7 +79,6 @@ static GLOBAL: GlobalStats = GlobalStats {
     arenas_allocated: Gauge::new(),
     arenas_reclaimed: Gauge::new(),
     arenas_current: Gauge::new(),
-    pools_in_use: Gauge::new(),
     pools_acquired: Gauge::new(),
     bytes_mapped: Gauge::new(),
     bytes_in_use: Gauge::new(),

@@ -31,9 +31,6 @@ impl<T> Lock<T> {
 
     #[inline]
     pub fn lock(&self) -> LockGuard<'_, T> {
-        if let Some(g) = self.0.try_lock() {
-            return g;
-        }
         self.0.lock()
     }
 
