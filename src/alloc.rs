@@ -19,7 +19,8 @@ use crate::os::{self, PAGE_SIZE};
 use crate::pool::Block;
 use crate::remote;
 use crate::size_class::{
-    class_of, class_of_small, class_size, NUM_CLASSES, POOLED_MAX, SMALL_LOOKUP_MAX,
+    class_of, class_of_small, class_size, MULTI_PAGE_ABOVE, NUM_CLASSES, POOLED_MAX,
+    SMALL_LOOKUP_MAX,
 };
 use crate::tls;
 
@@ -40,8 +41,11 @@ pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
     if size <= SMALL_LOOKUP_MAX {
         return heap::alloc_class::<CALL>(class_of_small(size));
     }
-    if size <= POOLED_MAX {
+    if size <= MULTI_PAGE_ABOVE {
         return heap::alloc_class::<CALL>(class_of(size));
+    }
+    if size <= POOLED_MAX {
+        return heap::alloc_multi_page::<CALL>(class_of(size));
     }
     malloc_large(size, PAGE_SIZE, CALL)
 }

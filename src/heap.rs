@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
-use crate::size_class::{pool_kind, NUM_CLASSES, POOL_SHIFT};
+use crate::size_class::{pool_kind, FIRST_MULTI_PAGE_CLASS, NUM_CLASSES, POOL_SHIFT};
 use crate::stats::{self, call, CallCounts};
 use crate::sync::Lock;
 use crate::tls;
@@ -39,6 +39,10 @@ pub struct Heap {
     /// Bytes of empty pools kept on class lists behind their heads (at most KEEP_EMPTY_BYTES).
     /// Invariant: a non-head pool on a class list with `used == 0` is one of these.
     kept_empty: usize,
+    /// Bytes allocated from multi-page classes since their free blocks were last swept.
+    multi_page_bytes: usize,
+    /// When they were last swept (`os::now_ms`).
+    last_sweep_ms: u32,
     pub counts: CallCounts,
     /// Links in the registry's live list or free list.
     next: *mut Heap,
@@ -67,6 +71,8 @@ impl Heap {
             full: ptr::null_mut(),
             remote_hint: AtomicBool::new(false),
             kept_empty: 0,
+            multi_page_bytes: 0,
+            last_sweep_ms: 0,
             counts: CallCounts::ZERO,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -155,6 +161,74 @@ pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
         }
     }
     alloc_slow(class, CALL)
+}
+
+/// A heap sweeps its multi-page free blocks after allocating this many multi-page bytes...
+const SWEEP_AFTER_BYTES: usize = 256 << 10;
+/// ...but not more often than this, which bounds what sweeps and the page faults of reusing
+/// swept blocks can cost a program that churns such blocks.
+const SWEEP_INTERVAL_MS: u32 = 10;
+
+/// A block of a multi-page class (requests over `MULTI_PAGE_ABOVE` bytes).
+///
+/// Each such class has its own pools, so blocks freed in one class stay resident while the
+/// next request, of another size, touches new pages: CPython's imports read every `.pyc` into
+/// a block of a different size. glibc reuses freed memory across sizes; we instead give the
+/// inner pages of free multi-page blocks back to the OS, in sweeps that follow allocation
+/// (a program that allocates such blocks frees them too) at a bounded rate.
+#[inline(never)]
+pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
+    let p = alloc_class::<CALL>(class);
+    let heap = tls::heap();
+    if p.is_null() || heap == dead() {
+        return p;
+    }
+    // SAFETY: after an allocation succeeded the TLS heap is this thread's live heap (DEAD is
+    // excluded above), and p is a block of a multi-page class.
+    unsafe {
+        pool::clear_discard_mark(p);
+        (*heap).multi_page_bytes += crate::size_class::class_size(class);
+        if (*heap).multi_page_bytes >= SWEEP_AFTER_BYTES {
+            maybe_sweep_multi_page(heap);
+        }
+    }
+    p
+}
+
+/// Sweeps if the last sweep is `SWEEP_INTERVAL_MS` old.
+///
+/// # Safety
+/// The caller owns `heap`.
+#[cold]
+unsafe fn maybe_sweep_multi_page(heap: *mut Heap) {
+    let now = crate::os::now_ms();
+    // SAFETY: per the contract.
+    unsafe {
+        if now.wrapping_sub((*heap).last_sweep_ms) >= SWEEP_INTERVAL_MS {
+            (*heap).last_sweep_ms = now;
+            (*heap).multi_page_bytes = 0;
+            sweep_multi_page(heap);
+        }
+    }
+}
+
+/// Discards the inner pages of the free blocks in `heap`'s multi-page pools.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn sweep_multi_page(heap: *mut Heap) {
+    let mut discarded = 0;
+    // SAFETY: we own the heap and the pools on its lists.
+    unsafe {
+        for class in FIRST_MULTI_PAGE_CLASS..NUM_CLASSES {
+            let mut pool = (*heap).avail[class];
+            while pool != empty_pool() && !pool.is_null() {
+                discarded += (*pool).discard_inner_pages();
+                pool = (*pool).next;
+            }
+        }
+    }
+    stats::global().bytes_returned.add(discarded);
 }
 
 /// Sets errno to ENOMEM when the OS refuses memory.
@@ -510,6 +584,7 @@ pub fn trim_current_thread() {
         }
         // Every kept pool was released above.
         unkeep(heap, (*heap).kept_empty);
+        sweep_multi_page(heap);
     }
 }
 

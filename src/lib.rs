@@ -40,6 +40,9 @@
 //! exceeds the bound (to all of them past four times it); emptied pools kept by heaps and
 //! freed large blocks kept for reuse count in the same bound; an arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
+//! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
+//! resident while its pool lives: the heap that owns them discards their inner pages in
+//! sweeps (`heap::alloc_multi_page`), at most every 10 ms.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;

@@ -40,6 +40,23 @@ pub struct Block {
     pub key: usize,
 }
 
+/// Free blocks of the multi-page classes carry a third word: the mark `discard_inner_pages`
+/// leaves so that later sweeps skip a block whose inner pages are already gone. Allocation of
+/// such a block clears it (`clear_discard_mark`). A block whose mark survives reuse (the
+/// program never wrote its third word) is only skipped by sweeps: no harm but a missed page.
+const DISCARD_MARK_WORD: usize = 2;
+const DISCARD_MARK_SALT: usize = 0x5157_e9ed_d15c_a4d0;
+
+/// Clears the discard mark of a block of a multi-page class just handed to the program.
+///
+/// # Safety
+/// `p` is a live block of a multi-page class (at least three words).
+#[inline(always)]
+pub unsafe fn clear_discard_mark(p: *mut u8) {
+    // SAFETY: per the contract the word is inside the block.
+    unsafe { *(p as *mut usize).add(DISCARD_MARK_WORD) = 0 };
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum PoolState {
@@ -316,6 +333,39 @@ impl Pool {
         }
         self.carved += n;
         true
+    }
+
+    /// Returns to the OS the pages lying wholly inside the free blocks of the owner's list,
+    /// except each block's first page, which holds the list link and the freed key. For the
+    /// multi-page classes, whose freed blocks would otherwise stay resident as long as any
+    /// block of the pool lives. Returns the bytes discarded.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this; blocks must be larger than two pages.
+    pub unsafe fn discard_inner_pages(&mut self) -> usize {
+        let size = self.block_size as usize;
+        let page = crate::os::PAGE_SIZE;
+        let mut discarded = 0;
+        let mut b = self.free;
+        while !b.is_null() {
+            let at = b as usize;
+            let mark = at ^ DISCARD_MARK_SALT;
+            // SAFETY: blocks on `free` are ours until allocated, and have at least three words.
+            unsafe {
+                let word = (b as *mut usize).add(DISCARD_MARK_WORD);
+                if *word != mark {
+                    let from = (at + (DISCARD_MARK_WORD + 1) * 8 + page - 1) & !(page - 1);
+                    let to = (at + size) & !(page - 1);
+                    if to > from {
+                        crate::os::discard(from as *mut u8, to - from);
+                        discarded += to - from;
+                    }
+                    *word = mark;
+                }
+                b = (*b).next;
+            }
+        }
+        discarded
     }
 
     /// Does the owner's free list or thread_free list hold `b`? (Used only to confirm a

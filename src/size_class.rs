@@ -30,6 +30,14 @@ pub const POOL_SHIFT: [u32; NUM_POOL_KINDS] = [14, 17, 20];
 /// pools every 16 blocks, and a batch of them would spend its time on pool transitions.
 const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 48];
 
+/// Requests above this many bytes get a *multi-page* class (blocks of more than two pages, in
+/// the 1 MiB pools). A freed block of those keeps its pages while any block of its pool lives,
+/// and each class has its own pool, so the heap sweeps their free blocks' inner pages back to
+/// the OS (`heap::alloc_multi_page`).
+pub const MULTI_PAGE_ABOVE: usize = 8192;
+/// The first multi-page class.
+pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
+
 /// Block size of class `c`.
 pub const fn class_size(c: usize) -> usize {
     if c < NUM_SMALL {
@@ -109,6 +117,8 @@ const _: () = {
     assert!(class_size(NUM_SMALL - 1) == SMALL_MAX);
     assert!(class_size(NUM_CLASSES - 1) == POOLED_MAX);
     assert!(class_size(35) == 1024 && class_size(47) == 8192);
+    assert!(class_size(FIRST_MULTI_PAGE_CLASS - 1) == MULTI_PAGE_ABOVE);
+    assert!(class_size(FIRST_MULTI_PAGE_CLASS) > 2 * crate::os::PAGE_SIZE);
     // Every kind's pool holds at least 8 blocks of its largest class.
     assert!((1 << POOL_SHIFT[0]) / class_size(NUM_SMALL - 1) >= 8);
     assert!((1 << POOL_SHIFT[1]) / class_size(47) >= 8);
