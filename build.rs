@@ -32,7 +32,7 @@ fn main() {
         cbindgen::ItemType::Structs,
         cbindgen::ItemType::Enums,
     ];
-    // The malloc family and the PyObject_* functions are declared by <stdlib.h>, <malloc.h> and
+    // The malloc family and the PyObject_*/PyMem_* functions are declared by <stdlib.h>, <malloc.h> and
     // <Python.h>; declaring them again here would clash with those headers.
     config.export.exclude = [
         "malloc",
@@ -60,6 +60,10 @@ fn main() {
         "PyObject_Calloc",
         "PyObject_Realloc",
         "PyObject_Free",
+        "PyMem_Malloc",
+        "PyMem_Calloc",
+        "PyMem_Realloc",
+        "PyMem_Free",
         "PyMem_SetAllocator",
         "PyMemAllocatorEx",
     ]

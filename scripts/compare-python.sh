@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures what poolmalloc does to real CPython workloads: a pyperformance subset under CPython's
 # own allocator (pymalloc, the baseline) and under PYTHONMALLOC=malloc with glibc, jemalloc,
-# mimalloc and poolmalloc, and under poolmalloc with libpython's PyObject_* calls interposed
+# mimalloc and poolmalloc, and under poolmalloc with libpython's PyObject_*/PyMem_* calls interposed
 # (LD_PRELOAD, default PYTHONMALLOC). Reports, per configuration, the geometric mean over the
 # benchmarks of time and peak RSS against pymalloc, as a table in the "## CPython: pyperformance
 # against pymalloc" section of BENCHMARKS.md and as a PNG chart.

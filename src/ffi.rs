@@ -170,33 +170,58 @@ pub unsafe extern "C" fn __posix_memalign(
     unsafe { posix_memalign(out, align, size) }
 }
 
-// ---- CPython's object allocator (see `pyobject`) ----
+// ---- CPython's object and mem allocators (see `pyobject`) ----
+
+use crate::pyobject::{MEM, OBJ};
 
 #[no_mangle]
 pub extern "C" fn PyObject_Malloc(size: usize) -> *mut c_void {
-    crate::pyobject::malloc(size) as *mut c_void
+    OBJ.malloc(size) as *mut c_void
 }
 #[no_mangle]
 pub extern "C" fn PyObject_Calloc(n: usize, size: usize) -> *mut c_void {
-    crate::pyobject::calloc(n, size) as *mut c_void
+    OBJ.calloc(n, size) as *mut c_void
 }
 /// # Safety
 /// `p` is null or a live object block (ours or the replaced allocator's).
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: forwarded contract.
-    unsafe { crate::pyobject::realloc(p as *mut u8, size) as *mut c_void }
+    unsafe { OBJ.realloc(p as *mut u8, size) as *mut c_void }
 }
 /// # Safety
 /// `p` is null or a live object block (ours or the replaced allocator's).
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Free(p: *mut c_void) {
     // SAFETY: forwarded contract.
-    unsafe { crate::pyobject::free(p as *mut u8) }
+    unsafe { OBJ.free(p as *mut u8) }
 }
 
-/// Interposed so that hooks installed on the OBJ domain still see object allocations (see
-/// `pyobject`).
+#[no_mangle]
+pub extern "C" fn PyMem_Malloc(size: usize) -> *mut c_void {
+    MEM.malloc(size) as *mut c_void
+}
+#[no_mangle]
+pub extern "C" fn PyMem_Calloc(n: usize, size: usize) -> *mut c_void {
+    MEM.calloc(n, size) as *mut c_void
+}
+/// # Safety
+/// `p` is null or a live mem-domain block (ours or the replaced allocator's).
+#[no_mangle]
+pub unsafe extern "C" fn PyMem_Realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract.
+    unsafe { MEM.realloc(p as *mut u8, size) as *mut c_void }
+}
+/// # Safety
+/// `p` is null or a live mem-domain block (ours or the replaced allocator's).
+#[no_mangle]
+pub unsafe extern "C" fn PyMem_Free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { MEM.free(p as *mut u8) }
+}
+
+/// Interposed so that hooks installed on the MEM and OBJ domains still see their allocations
+/// (see `pyobject`).
 ///
 /// # Safety
 /// As CPython's: `allocator` points at a valid `PyMemAllocatorEx`.

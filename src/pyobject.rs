@@ -1,19 +1,23 @@
-//! CPython's object allocator API (`PyObject_Malloc` and friends) on poolmalloc.
+//! CPython's allocator API on poolmalloc: the object domain (`PyObject_Malloc` and friends)
+//! and the mem domain (`PyMem_Malloc` and friends), which CPython serves with the same
+//! allocator, pymalloc, and the same semantics.
 //!
-//! Preloaded into a CPython whose libpython calls these through the PLT, every object
-//! allocation lands here. Some pointers reaching `PyObject_Free`/`PyObject_Realloc` were not
-//! allocated by us: libpython may bind its own calls internally, or code may mix the MEM and
-//! OBJ domains. The address map (`alloc::owns`) recognises them without touching their
-//! memory, and they are passed to the implementation we replaced (the next `PyObject_*` in
+//! Preloaded into a CPython whose libpython calls these through the PLT, every object and
+//! mem-domain allocation lands here, and pymalloc is not used at all (interposing only the
+//! object domain would leave pymalloc running beside us for `PyMem_Malloc`'s blocks, with its
+//! own arenas and its own partly used pools). Some pointers reaching `Free`/`Realloc` were not
+//! allocated by us: libpython may bind its own calls internally, or blocks may date from a
+//! time a hook was installed. The address map (`alloc::owns`) recognises them without touching
+//! their memory, and they are passed to the implementation we replaced (the next definition in
 //! lookup order), found with `dlsym(RTLD_NEXT, ...)` on first need and never again. `dlsym`
 //! may call `calloc`, which is ours and does not come back here, so resolution cannot recurse.
 //!
-//! Hooks: CPython lets `PyMem_SetAllocator(PYMEM_DOMAIN_OBJ, ...)` replace the object
-//! allocator (tracemalloc, `PYTHONMALLOC=debug`, embedders). Interposing `PyObject_*` would
-//! silently bypass such a hook, so we interpose `PyMem_SetAllocator` too: it records whether
-//! the OBJ domain still holds the allocator it had when first looked at, and while it does
-//! not, every `PyObject_*` call goes to libpython's own, which calls the hook. One load and a
-//! branch on the `PyObject_*` paths only.
+//! Hooks: CPython lets `PyMem_SetAllocator` replace a domain's allocator (tracemalloc,
+//! `PYTHONMALLOC=debug`/`malloc`, embedders). Interposing the functions would silently bypass
+//! such a hook, so we interpose `PyMem_SetAllocator` too: it records, per domain, whether the
+//! domain still holds the allocator it had when first looked at, and while it does not, every
+//! call of that domain goes to libpython's own function, which calls the hook. One load and a
+//! branch on these paths only.
 //!
 //! Semantics follow CPython: size 0 gives a distinct non-NULL block, `Realloc(p, 0)` does not
 //! free, `Free(NULL)` does nothing, `Calloc` overflow gives NULL.
@@ -102,13 +106,6 @@ impl Next {
     }
 }
 
-static NEXT_MALLOC: Next = Next::new(b"PyObject_Malloc\0");
-static NEXT_CALLOC: Next = Next::new(b"PyObject_Calloc\0");
-static NEXT_REALLOC: Next = Next::new(b"PyObject_Realloc\0");
-static NEXT_FREE: Next = Next::new(b"PyObject_Free\0");
-static NEXT_SET_ALLOCATOR: Next = Next::new(b"PyMem_SetAllocator\0");
-static NEXT_GET_ALLOCATOR: Next = Next::new(b"PyMem_GetAllocator\0");
-
 /// CPython's `PyMemAllocatorEx`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -120,98 +117,178 @@ pub struct PyMemAllocatorEx {
     pub free: usize,
 }
 
-/// CPython's `PYMEM_DOMAIN_OBJ`.
+/// CPython's `PYMEM_DOMAIN_MEM` and `PYMEM_DOMAIN_OBJ`.
+const PYMEM_DOMAIN_MEM: c_int = 1;
 const PYMEM_DOMAIN_OBJ: c_int = 2;
 
-/// Set while the OBJ domain holds an allocator other than the one it first had.
-static OBJ_HOOKED: AtomicBool = AtomicBool::new(false);
-/// The OBJ domain's allocator when first looked at (CPython's own, normally).
-static OBJ_ORIGINAL: Lock<Option<PyMemAllocatorEx>> = Lock::new(None);
-
-#[inline]
-fn hooked() -> bool {
-    OBJ_HOOKED.load(Ordering::Relaxed)
+/// One interposed allocator domain; `CALL` is the statistics counter its calls bump.
+pub struct Domain<const CALL: usize> {
+    id: c_int,
+    /// The C names of malloc, calloc, realloc and free in this domain, for messages.
+    names: [&'static str; 4],
+    /// The next definitions of those four (libpython's).
+    next: [Next; 4],
+    /// Set while the domain holds an allocator other than the one it first had.
+    hooked: AtomicBool,
+    /// The domain's allocator when first looked at (CPython's own, normally).
+    original: Lock<Option<PyMemAllocatorEx>>,
 }
 
-const PYOBJECT: usize = stats::call::PYOBJECT;
+const MALLOC: usize = 0;
+const CALLOC: usize = 1;
+const REALLOC: usize = 2;
+const FREE: usize = 3;
 
-pub fn malloc(size: usize) -> *mut u8 {
-    if hooked() {
-        return forward_malloc(size);
+pub static OBJ: Domain<{ stats::call::PYOBJECT }> = Domain {
+    id: PYMEM_DOMAIN_OBJ,
+    names: [
+        "PyObject_Malloc",
+        "PyObject_Calloc",
+        "PyObject_Realloc",
+        "PyObject_Free",
+    ],
+    next: [
+        Next::new(b"PyObject_Malloc\0"),
+        Next::new(b"PyObject_Calloc\0"),
+        Next::new(b"PyObject_Realloc\0"),
+        Next::new(b"PyObject_Free\0"),
+    ],
+    hooked: AtomicBool::new(false),
+    original: Lock::new(None),
+};
+
+pub static MEM: Domain<{ stats::call::PYMEM }> = Domain {
+    id: PYMEM_DOMAIN_MEM,
+    names: [
+        "PyMem_Malloc",
+        "PyMem_Calloc",
+        "PyMem_Realloc",
+        "PyMem_Free",
+    ],
+    next: [
+        Next::new(b"PyMem_Malloc\0"),
+        Next::new(b"PyMem_Calloc\0"),
+        Next::new(b"PyMem_Realloc\0"),
+        Next::new(b"PyMem_Free\0"),
+    ],
+    hooked: AtomicBool::new(false),
+    original: Lock::new(None),
+};
+
+static NEXT_SET_ALLOCATOR: Next = Next::new(b"PyMem_SetAllocator\0");
+static NEXT_GET_ALLOCATOR: Next = Next::new(b"PyMem_GetAllocator\0");
+
+impl<const CALL: usize> Domain<CALL> {
+    #[inline]
+    fn hooked(&self) -> bool {
+        self.hooked.load(Ordering::Relaxed)
     }
-    alloc::malloc_as::<PYOBJECT>(size)
-}
 
-pub fn calloc(n: usize, size: usize) -> *mut u8 {
-    if hooked() {
-        return forward_calloc(n, size);
+    pub fn malloc(&self, size: usize) -> *mut u8 {
+        if self.hooked() {
+            return self.forward_malloc(size);
+        }
+        alloc::malloc_as::<CALL>(size)
     }
-    alloc::calloc_as::<PYOBJECT>(n, size)
-}
 
-/// # Safety
-/// `p` is null, a live block of ours, or a live block of the replaced implementation.
-pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
-    if hooked() || (!p.is_null() && !alloc::owns(p)) {
-        return forward_realloc(p, size);
+    pub fn calloc(&self, n: usize, size: usize) -> *mut u8 {
+        if self.hooked() {
+            return self.forward_calloc(n, size);
+        }
+        alloc::calloc_as::<CALL>(n, size)
     }
-    if p.is_null() {
-        return alloc::malloc_as::<PYOBJECT>(size);
+
+    /// # Safety
+    /// `p` is null, a live block of ours, or a live block of the replaced implementation.
+    pub unsafe fn realloc(&self, p: *mut u8, size: usize) -> *mut u8 {
+        if self.hooked() || (!p.is_null() && !alloc::owns(p)) {
+            return self.forward_realloc(p, size);
+        }
+        if p.is_null() {
+            return alloc::malloc_as::<CALL>(size);
+        }
+        heap::count(CALL);
+        // SAFETY: p is ours; CPython never frees on Realloc(p, 0), so resize to at least 1 byte.
+        unsafe { alloc::resize(p, size.max(1), self.names[REALLOC]) }
     }
-    heap::count(PYOBJECT);
-    // SAFETY: p is ours; CPython never frees on Realloc(p, 0), so resize to at least 1 byte.
-    unsafe { alloc::resize(p, size.max(1), "PyObject_Realloc") }
-}
 
-/// # Safety
-/// `p` is null, a live block of ours, or a live block of the replaced implementation.
-pub unsafe fn free(p: *mut u8) {
-    if p.is_null() {
-        return;
+    /// # Safety
+    /// `p` is null, a live block of ours, or a live block of the replaced implementation.
+    pub unsafe fn free(&self, p: *mut u8) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: p is ours or foreign; free_if_ours tells them apart without touching
+        // foreign ones.
+        if self.hooked() || !unsafe { alloc::free_if_ours::<CALL>(p, self.names[FREE]) } {
+            self.forward_free(p);
+        }
     }
-    // SAFETY: p is ours or foreign; free_if_ours tells them apart without touching foreign ones.
-    if hooked() || !unsafe { alloc::free_if_ours::<PYOBJECT>(p, "PyObject_Free") } {
-        forward_free(p);
+
+    #[cold]
+    fn forward_malloc(&self, size: usize) -> *mut u8 {
+        let f = self.next[MALLOC].get_or_die(self.names[MALLOC], core::ptr::null_mut());
+        // SAFETY: f is the next definition of this domain's malloc, whose C signature this is.
+        let f: extern "C" fn(usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+        f(size) as *mut u8
+    }
+
+    #[cold]
+    fn forward_calloc(&self, n: usize, size: usize) -> *mut u8 {
+        let f = self.next[CALLOC].get_or_die(self.names[CALLOC], core::ptr::null_mut());
+        // SAFETY: f is the next definition of this domain's calloc, whose C signature this is.
+        let f: extern "C" fn(usize, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
+        f(n, size) as *mut u8
+    }
+
+    #[cold]
+    fn forward_free(&self, p: *mut u8) {
+        let f = self.next[FREE].get_or_die(self.names[FREE], p);
+        heap::count(CALL);
+        stats::global().pyobject_forwarded.add(1);
+        // SAFETY: f is the next definition of this domain's free, whose C signature this is.
+        let f: extern "C" fn(*mut c_void) = unsafe { core::mem::transmute(f) };
+        f(p as *mut c_void)
+    }
+
+    #[cold]
+    fn forward_realloc(&self, p: *mut u8, size: usize) -> *mut u8 {
+        let f = self.next[REALLOC].get_or_die(self.names[REALLOC], p);
+        heap::count(CALL);
+        stats::global().pyobject_forwarded.add(1);
+        // SAFETY: f is the next definition of this domain's realloc, whose C signature this is.
+        let f: extern "C" fn(*mut c_void, usize) -> *mut c_void =
+            unsafe { core::mem::transmute(f) };
+        f(p as *mut c_void, size) as *mut u8
+    }
+
+    /// Notes the allocator CPython's `PyMem_SetAllocator` is about to install on this domain
+    /// (`set` installs it): hooked when it is not the domain's first one.
+    fn install(&self, new: PyMemAllocatorEx, set: impl FnOnce()) {
+        let mut original = self.original.lock();
+        if original.is_none() {
+            if let Some(get) = NEXT_GET_ALLOCATOR.get() {
+                // SAFETY: get is the next PyMem_GetAllocator, whose C signature this is.
+                let get: extern "C" fn(c_int, *mut PyMemAllocatorEx) =
+                    unsafe { core::mem::transmute(get) };
+                let mut now = PyMemAllocatorEx {
+                    ctx: core::ptr::null_mut(),
+                    malloc: 0,
+                    calloc: 0,
+                    realloc: 0,
+                    free: 0,
+                };
+                get(self.id, &mut now);
+                *original = Some(now);
+            }
+        }
+        set();
+        self.hooked.store(*original != Some(new), Ordering::Release);
     }
 }
 
-#[cold]
-fn forward_malloc(size: usize) -> *mut u8 {
-    let f = NEXT_MALLOC.get_or_die("PyObject_Malloc", core::ptr::null_mut());
-    // SAFETY: f is the next PyObject_Malloc, whose C signature this is.
-    let f: extern "C" fn(usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
-    f(size) as *mut u8
-}
-
-#[cold]
-fn forward_calloc(n: usize, size: usize) -> *mut u8 {
-    let f = NEXT_CALLOC.get_or_die("PyObject_Calloc", core::ptr::null_mut());
-    // SAFETY: f is the next PyObject_Calloc, whose C signature this is.
-    let f: extern "C" fn(usize, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
-    f(n, size) as *mut u8
-}
-
-#[cold]
-fn forward_free(p: *mut u8) {
-    let f = NEXT_FREE.get_or_die("PyObject_Free", p);
-    heap::count(PYOBJECT);
-    stats::global().pyobject_forwarded.add(1);
-    // SAFETY: f is the next PyObject_Free, whose C signature this is.
-    let f: extern "C" fn(*mut c_void) = unsafe { core::mem::transmute(f) };
-    f(p as *mut c_void)
-}
-
-#[cold]
-fn forward_realloc(p: *mut u8, size: usize) -> *mut u8 {
-    let f = NEXT_REALLOC.get_or_die("PyObject_Realloc", p);
-    heap::count(PYOBJECT);
-    stats::global().pyobject_forwarded.add(1);
-    // SAFETY: f is the next PyObject_Realloc, whose C signature this is.
-    let f: extern "C" fn(*mut c_void, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
-    f(p as *mut c_void, size) as *mut u8
-}
-
-/// Our `PyMem_SetAllocator`: passes the call on, and notes whether the OBJ domain is hooked.
+/// Our `PyMem_SetAllocator`: passes the call on, and notes whether the MEM or OBJ domain is
+/// hooked.
 ///
 /// # Safety
 /// As CPython's: `allocator` points at a valid `PyMemAllocatorEx`.
@@ -222,31 +299,17 @@ pub unsafe fn set_allocator(domain: c_int, allocator: *mut PyMemAllocatorEx) {
     };
     // SAFETY: set is the next PyMem_SetAllocator, whose C signature this is.
     let set: extern "C" fn(c_int, *mut PyMemAllocatorEx) = unsafe { core::mem::transmute(set) };
-    if domain != PYMEM_DOMAIN_OBJ || allocator.is_null() {
+    if allocator.is_null() {
         set(domain, allocator);
         return;
     }
-    let mut original = OBJ_ORIGINAL.lock();
-    if original.is_none() {
-        if let Some(get) = NEXT_GET_ALLOCATOR.get() {
-            // SAFETY: get is the next PyMem_GetAllocator, whose C signature this is.
-            let get: extern "C" fn(c_int, *mut PyMemAllocatorEx) =
-                unsafe { core::mem::transmute(get) };
-            let mut now = PyMemAllocatorEx {
-                ctx: core::ptr::null_mut(),
-                malloc: 0,
-                calloc: 0,
-                realloc: 0,
-                free: 0,
-            };
-            get(PYMEM_DOMAIN_OBJ, &mut now);
-            *original = Some(now);
-        }
-    }
-    set(domain, allocator);
     // SAFETY: the caller passes a valid allocator.
     let new = unsafe { *allocator };
-    OBJ_HOOKED.store(*original != Some(new), Ordering::Release);
+    match domain {
+        PYMEM_DOMAIN_OBJ => OBJ.install(new, || set(domain, allocator)),
+        PYMEM_DOMAIN_MEM => MEM.install(new, || set(domain, allocator)),
+        _ => set(domain, allocator),
+    }
 }
 
 // SAFETY: the raw ctx pointer is only compared, never dereferenced by us.

@@ -269,6 +269,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
         "# free (and cfree)",
         "# aligned (posix_memalign, memalign...)",
         "# PyObject_Malloc/Calloc/Realloc/Free",
+        "# PyMem_Malloc/Calloc/Realloc/Free",
         "# frees from another thread",
     ];
     for (i, l) in labels.iter().enumerate() {
@@ -276,7 +277,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     }
     count(
         w,
-        "# PyObject pointers passed on (foreign)",
+        "# PyObject/PyMem pointers passed on",
         s.pyobject_forwarded,
     )?;
     writeln!(w)?;

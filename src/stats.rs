@@ -119,9 +119,11 @@ pub mod call {
     pub const ALIGNED: usize = 4;
     /// PyObject_Malloc, _Calloc, _Realloc, _Free.
     pub const PYOBJECT: usize = 5;
+    /// PyMem_Malloc, _Calloc, _Realloc, _Free.
+    pub const PYMEM: usize = 6;
     /// Frees of a block owned by another thread (also counted under their entry point).
-    pub const REMOTE_FREE: usize = 6;
-    pub const COUNT: usize = 7;
+    pub const REMOTE_FREE: usize = 7;
+    pub const COUNT: usize = 8;
     pub const NOT_COUNTED: usize = COUNT;
     pub const NAMES: [&str; COUNT] = [
         "malloc",
@@ -130,6 +132,7 @@ pub mod call {
         "free",
         "aligned",
         "pyobject",
+        "pymem",
         "remote_free",
     ];
 }

@@ -2,9 +2,11 @@
  * embedded CPython (libpython3.x.so, --enable-shared), hand the pointers they did not allocate
  * to CPython's own allocator (pymalloc) instead of crashing or corrupting either heap:
  *
- *   - after Py_Initialize with the pymalloc allocator, PyMem_Malloc(small) returns a pymalloc
- *     block (checked: poolmalloc_owns(p) == 0) and PyObject_Free -- which resolves to
- *     poolmalloc's because of LD_PRELOAD (checked with dladdr) -- frees it: pymalloc reuses it;
+ *   - after Py_Initialize with the pymalloc allocator, libpython's own PyMem_Malloc (looked up
+ *     in libpython itself: the PyMem_Malloc the program sees is poolmalloc's, checked) returns
+ *     a pymalloc block (checked: poolmalloc_owns(p) == 0) and PyObject_Free -- which resolves
+ *     to poolmalloc's because of LD_PRELOAD (checked with dladdr) -- frees it: pymalloc reuses
+ *     it; the same through our PyMem_Free;
  *   - PyObject_Realloc of such a foreign block returns a valid block with the contents kept,
  *     both within pymalloc's small sizes and growing past them (where it moves to malloc);
  *   - thousands of such frees/reallocs mixed with poolmalloc-owned ones, then Python code runs
@@ -26,6 +28,8 @@ int poolmalloc_owns(const void *p);
 
 /* Resolved at run time so that the program also links without the library. */
 static int (*owns)(const void *);
+/* libpython's own PyMem_Malloc (pymalloc), which the preload hides from the program. */
+static void *(*pymalloc_malloc)(size_t);
 
 static void require_preload(void)
 {
@@ -41,6 +45,15 @@ static void require_preload(void)
     /* And there is a next one (libpython's) to forward to. */
     void *next = dlsym(RTLD_NEXT, "PyObject_Free");
     CHECK(next != NULL, "no PyObject_Free in libpython?");
+    /* libpython's PyMem_Malloc: look it up in libpython, found through a symbol only it has. */
+    Dl_info py;
+    CHECK(dladdr((void *)Py_InitializeFromConfig, &py) != 0, "dladdr(Py_InitializeFromConfig)");
+    void *h = dlopen(py.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    CHECK(h != NULL, "dlopen(%s, RTLD_NOLOAD): %s", py.dli_fname, dlerror());
+    pymalloc_malloc = (void *(*)(size_t))dlsym(h, "PyMem_Malloc");
+    CHECK(pymalloc_malloc != NULL &&
+              (void *)pymalloc_malloc != dlsym(RTLD_DEFAULT, "PyMem_Malloc"),
+          "libpython's own PyMem_Malloc not found, or it is the one the program sees");
 }
 
 static void init_python(void)
@@ -91,22 +104,30 @@ int main(void)
     require_preload();
     init_python();
 
-    /* 1. A single small pymalloc block, freed through our PyObject_Free. */
-    void *p = PyMem_Malloc(24);
-    CHECK(p != NULL, "PyMem_Malloc(24)");
-    CHECK(owns(p) == 0, "PyMem_Malloc(24) = %p is poolmalloc's: the test needs a pymalloc block",
-          p);
+    /* 0. The program's PyMem_Malloc is poolmalloc's. */
+    void *ours = PyMem_Malloc(24);
+    CHECK(ours != NULL && owns(ours) != 0, "PyMem_Malloc(24) = %p is not poolmalloc's", ours);
+    PyMem_Free(ours);
+
+    /* 1. A single small pymalloc block, freed through our PyObject_Free, then PyMem_Free. */
+    void *p = pymalloc_malloc(24);
+    CHECK(p != NULL, "libpython's PyMem_Malloc(24)");
+    CHECK(owns(p) == 0, "libpython's PyMem_Malloc(24) = %p is poolmalloc's: the test needs a "
+                        "pymalloc block", p);
     memset(p, 0x7c, 24);
     PyObject_Free(p);
     /* pymalloc really took it back: its next block of that size class is the same address. */
-    void *again = PyMem_Malloc(24);
+    void *again = pymalloc_malloc(24);
     CHECK(again == p, "pymalloc did not get %p back (next block %p)", p, again);
     PyMem_Free(again);
+    void *third = pymalloc_malloc(24);
+    CHECK(third == p, "pymalloc did not get %p back through PyMem_Free (next block %p)", p, third);
+    PyMem_Free(third);
 
     /* 2. PyObject_Realloc of a foreign block keeps the contents, small and growing. */
     static const size_t targets[] = {8, 40, 300, 512, 513, 4096, 100000};
     for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
-        unsigned char *f = PyMem_Malloc(100);
+        unsigned char *f = pymalloc_malloc(100);
         CHECK(f != NULL && owns(f) == 0, "PyMem_Malloc(100) foreign");
         fill_pattern(f, 100, (unsigned)t);
         size_t keep = targets[t] < 100 ? targets[t] : 100;
@@ -130,7 +151,7 @@ int main(void)
             if (i % 3 == 0)
                 blocks[i] = PyObject_Malloc(sizes[i]); /* ours (interposed) */
             else
-                blocks[i] = PyMem_Malloc(sizes[i]); /* pymalloc's */
+                blocks[i] = pymalloc_malloc(sizes[i]); /* pymalloc's */
             CHECK(blocks[i] != NULL, "alloc %zu", sizes[i]);
             CHECK((i % 3 == 0) == (owns(blocks[i]) != 0), "block %d of size %zu owner", i,
                   sizes[i]);
@@ -151,8 +172,8 @@ int main(void)
 
     /* 4. Python itself still works, with all of that behind it. */
     run_python("workload", WORKLOAD);
-    void *after = PyMem_Malloc(16);
-    CHECK(after != NULL && owns(after) == 0, "pymalloc still serves PyMem_Malloc");
+    void *after = pymalloc_malloc(16);
+    CHECK(after != NULL && owns(after) == 0, "pymalloc still serves libpython's PyMem_Malloc");
     PyObject_Free(after);
 
     CHECK(Py_FinalizeEx() == 0, "Py_FinalizeEx failed");

@@ -16,6 +16,9 @@
  *     that has no other PyObject_Free to forward it to, aborts with SIGABRT and a message that
  *     names PyObject_Free (checked in a forked child whose stderr is captured).
  *
+ * Built a second time with -DMEM_DOMAIN, every PyObject_* call becomes the PyMem_* one of the
+ * same name: the mem domain has the same semantics and must pass the same checks.
+ *
  * Build: cc -Wall -Wextra -Werror pyobject_api.c -L<libdir> -lpoolmalloc -Wl,-rpath,<libdir>
  */
 #include "pycheck.h"
@@ -27,7 +30,18 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
-/* CPython's prototypes (Include/objimpl.h); declared here so no Python headers are needed. */
+#ifdef MEM_DOMAIN
+#define PyObject_Malloc PyMem_Malloc
+#define PyObject_Calloc PyMem_Calloc
+#define PyObject_Realloc PyMem_Realloc
+#define PyObject_Free PyMem_Free
+#define DOMAIN "PyMem"
+#else
+#define DOMAIN "PyObject"
+#endif
+
+/* CPython's prototypes (Include/objimpl.h, pymem.h); declared here so no Python headers are
+ * needed. */
 void *PyObject_Malloc(size_t size);
 void *PyObject_Calloc(size_t nelem, size_t elsize);
 void *PyObject_Realloc(void *ptr, size_t new_size);
@@ -277,10 +291,10 @@ static void test_foreign_free_aborts(const char *which)
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
-          "PyObject_%s(stack pointer) without libpython: expected SIGABRT, got status %#x; "
+          DOMAIN "_%s(stack pointer) without libpython: expected SIGABRT, got status %#x; "
           "stderr: %s",
           which, status, buf);
-    const char *want = strcmp(which, "free") == 0 ? "PyObject_Free" : "PyObject_Realloc";
+    const char *want = strcmp(which, "free") == 0 ? DOMAIN "_Free" : DOMAIN "_Realloc";
     CHECK(strstr(buf, want) != NULL, "abort message does not name %s: %s", want, buf);
     CHECK(strstr(buf, "poolmalloc") != NULL, "abort message does not name poolmalloc: %s", buf);
 }
@@ -295,6 +309,6 @@ int main(void)
     test_mixed_domains();
     test_foreign_free_aborts("free");
     test_foreign_free_aborts("realloc");
-    printf("pyobject_api: all checks passed\n");
+    printf("pyobject_api (" DOMAIN "_*): all checks passed\n");
     return 0;
 }

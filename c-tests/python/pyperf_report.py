@@ -33,8 +33,8 @@ DESCRIPTIONS = {
     "jemalloc": "PYTHONMALLOC=malloc + LD_PRELOAD=libjemalloc.so.2 (Debian libjemalloc2)",
     "mimalloc": "PYTHONMALLOC=malloc + LD_PRELOAD=libmimalloc.so.2 (Debian libmimalloc2.0)",
     "poolmalloc-malloc": "PYTHONMALLOC=malloc + LD_PRELOAD=libpoolmalloc.so",
-    "poolmalloc": "LD_PRELOAD=libpoolmalloc.so, default PYTHONMALLOC: libpython's PyObject_* calls "
-    "interposed (objects on poolmalloc), PyMem_Malloc stays on pymalloc",
+    "poolmalloc": "LD_PRELOAD=libpoolmalloc.so, default PYTHONMALLOC: libpython's PyObject_* and "
+    "PyMem_* calls interposed (objects and mem-domain blocks on poolmalloc, pymalloc unused)",
 }
 
 
@@ -182,7 +182,7 @@ def markdown(benches, rows, geo, configs, mode, meta):
         t_ok = g["time"] <= 1.0
         r_ok = g["rss"] <= 1.0
         L.append(
-            "**Where poolmalloc stands (interposed PyObject_*, default PYTHONMALLOC):** time geomean "
+            "**Where poolmalloc stands (interposed PyObject_*/PyMem_*, default PYTHONMALLOC):** time geomean "
             "%.3f (target <= 1.00: %s), peak RSS geomean %.3f (target <= 1.00: %s)."
             % (g["time"], "met" if t_ok else "not met", g["rss"], "met" if r_ok else "not met")
         )

@@ -95,7 +95,7 @@ SCHEMA = {
     "bytes": ["allocated_blocks", "available_blocks", "unused_pools", "pool_headers", "quantization",
               "arena_alignment", "total", "arenas_mapped"],
     "large": ["live", "bytes", "peak_bytes", "mremaps"],
-    "calls": ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "remote_free", "pyobject_forwarded"],
+    "calls": ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "pymem", "remote_free", "pyobject_forwarded"],
     "threads": ["seen", "pools_abandoned", "pools_adopted", "pools_waiting"],
     "memory": ["peak_in_use", "mapped", "peak_mapped", "metadata", "dirty", "returned", "rss", "peak_rss"],
 }
@@ -267,7 +267,8 @@ def check_text(tag, r, counts, base, arena_size, json_calls):
     labels = {
         "malloc": "# malloc", "calloc": "# calloc", "realloc": "# realloc (and reallocarray)",
         "free": "# free (and cfree)", "aligned": "# aligned (posix_memalign, memalign...)",
-        "pyobject": "# PyObject_Malloc/Calloc/Realloc/Free", "remote_free": "# frees from another thread",
+        "pyobject": "# PyObject_Malloc/Calloc/Realloc/Free", "pymem": "# PyMem_Malloc/Calloc/Realloc/Free",
+        "remote_free": "# frees from another thread",
     }
     diff = {k: (values.get(lab), json_calls.get(k)) for k, lab in labels.items() if values.get(lab) != json_calls.get(k)}
     report(not diff, f"{tag}: calls section equals the JSON run's calls", f"text vs json: {diff}")
