@@ -78,6 +78,23 @@ pub fn complain(who: &str, what: &str, value: usize) {
     crate::os::write_all(2, buf.as_bytes());
 }
 
+/// Writes a panic's message, from a stack buffer: a panic is a bug in poolmalloc.
+pub fn report_panic(info: &dyn fmt::Display) {
+    use core::fmt::Write;
+    let mut buf = FixedBuf::<512>::new();
+    let _ = writeln!(buf, "poolmalloc: internal error: {info}");
+    crate::os::write_all(2, buf.as_bytes());
+}
+
+/// Without std (see `lib`), a panic ends here: report it and abort, never unwind.
+#[cfg(all(not(test), target_arch = "x86_64"))]
+#[panic_handler]
+fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    report_panic(info);
+    // SAFETY: abort never returns and has no preconditions.
+    unsafe { libc::abort() }
+}
+
 /// Aborts with a message about an internal invariant that does not hold.
 #[cold]
 #[inline(never)]

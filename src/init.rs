@@ -46,15 +46,12 @@ fn init_slow() {
 #[ctor::ctor(unsafe)]
 fn on_load() {
     ensure();
-    // A panic is a bug in poolmalloc. The default hook may allocate (it reads RUST_BACKTRACE
-    // into a String) from inside malloc; ours prints from a stack buffer, then the profile's
-    // `panic = "abort"` aborts. Installing it allocates once, here, where that is safe.
-    std::panic::set_hook(std::boxed::Box::new(|info| {
-        use core::fmt::Write;
-        let mut buf = crate::diag::FixedBuf::<512>::new();
-        let _ = writeln!(buf, "poolmalloc: internal error: {info}");
-        crate::os::write_all(2, buf.as_bytes());
-    }));
+    // A panic is a bug in poolmalloc. Without std, `diag`'s panic handler reports it; with
+    // std, the default hook may allocate (it reads RUST_BACKTRACE into a String) from inside
+    // malloc, so ours prints from a stack buffer, then the profile's `panic = "abort"` aborts.
+    // Installing it allocates once, here, where that is safe.
+    #[cfg(any(test, not(target_arch = "x86_64")))]
+    std::panic::set_hook(std::boxed::Box::new(|info| crate::diag::report_panic(info)));
     crate::options::load();
     // SAFETY: the handlers are plain functions that only take and release our locks.
     unsafe {

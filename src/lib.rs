@@ -57,6 +57,11 @@
 //! `sync`, `diag` and `os` serve all of them. Only `os` makes system calls (and `init`/`tls`
 //! the pthread registrations, `pyobject` its one `dlsym`).
 
+// On x86-64 the library needs nothing from `std`: without it the shared object is a third of
+// the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise
+// map for us alone, and no std code that might allocate can run inside malloc. Elsewhere the
+// heap pointer's TLS falls back to `std::thread_local!` (see `tls`). Unit tests use std.
+#![cfg_attr(all(not(test), target_arch = "x86_64"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(clippy::missing_safety_doc)]

@@ -158,6 +158,12 @@ pub fn out_of_memory() -> *mut u8 {
     ptr::null_mut()
 }
 
+/// The process id (for report file names and headers).
+pub fn pid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
 /// Reads the calling thread's `errno`.
 #[inline]
 pub fn errno() -> i32 {

@@ -181,7 +181,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
         w,
         "poolmalloc {} statistics (pid {})",
         env!("CARGO_PKG_VERSION"),
-        std::process::id()
+        crate::os::pid()
     )?;
     writeln!(
         w,
@@ -305,7 +305,7 @@ fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
         w,
         "{{\"version\":\"{}\",\"pid\":{},",
         env!("CARGO_PKG_VERSION"),
-        std::process::id()
+        crate::os::pid()
     )?;
     write!(
         w,
@@ -499,7 +499,7 @@ fn open_destination() -> i32 {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 1 < bytes.len() && bytes[i + 1] == b'p' {
-            let _ = write!(buf, "{}", std::process::id());
+            let _ = write!(buf, "{}", crate::os::pid());
             i += 2;
         } else {
             let _ = buf.write_char(bytes[i] as char);
