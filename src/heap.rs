@@ -121,7 +121,9 @@ const KEEP_EMPTY_BYTES: usize = 1 << 20;
 /// takes precedence over them.
 fn keep_globally(bytes: usize) -> bool {
     let g = stats::global();
-    if g.kept_empty.get() + g.large_cached.get() + bytes > crate::options::purge_threshold() {
+    if g.kept_empty.get() + g.large_cached_resident.get() + bytes
+        > crate::options::purge_threshold()
+    {
         return false;
     }
     stats::global().kept_empty.add(bytes);
@@ -235,6 +237,9 @@ unsafe fn sweep_multi_page(heap: *mut Heap) {
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize, call: usize) -> *mut u8 {
+    // The slow path runs often enough (every page's worth of blocks, at least) to be where
+    // cached large blocks age out, without a thread of our own.
+    crate::large::discard_idle();
     let mut heap = tls::heap();
     if heap.is_null() {
         heap = attach_thread();

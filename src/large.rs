@@ -12,7 +12,11 @@
 //! kept pools, `stats::idle_bytes`), evicting (unmapping) the oldest entries to make room, and
 //! is reused by a request it fits with at most a quarter to spare. A block larger than the
 //! bound is unmapped at once; `malloc_trim` empties the cache. The cache only reuses whole
-//! blocks: it does not split or merge them as tcmalloc's page heap does.
+//! blocks: it does not split or merge them as tcmalloc's page heap does. A block that waits
+//! in the cache for `DISCARD_DELAY_MS` has its pages discarded (the allocation slow path
+//! checks, see `discard_idle`): it still saves the map and unmap calls when reused, and no
+//! longer holds memory (nor counts as idle memory) while it waits; it then reads as zero,
+//! which calloc uses.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
 use core::ptr;
@@ -30,6 +34,10 @@ pub struct Large {
     pub size: usize,
     /// Freed and waiting in the cache.
     pub cached: bool,
+    /// Cached, and its pages already given back (`discard_idle`): it reads as zero.
+    discarded: bool,
+    /// When it entered the cache (`os::now_ms`).
+    cached_at_ms: u32,
     next_spare: *mut Large,
 }
 
@@ -58,10 +66,50 @@ impl Cache {
         self.len -= 1;
         // SAFETY: cached headers are live and ours under the lock.
         unsafe {
-            stats::global().large_cached.sub((*l).size);
+            let g = stats::global();
+            g.large_cached.sub((*l).size);
+            if !(*l).discarded {
+                g.large_cached_resident.sub((*l).size);
+            }
             (*l).cached = false;
         }
         l
+    }
+}
+
+/// A cached block's pages are given back once it has waited this long: a buffer freed and
+/// allocated again in a loop keeps them, one left behind does not hold memory for good.
+const DISCARD_DELAY_MS: u32 = 10;
+
+/// Discards the pages of cached blocks that have waited `DISCARD_DELAY_MS`. Called from the
+/// allocation slow path, so it costs one load while the cache holds no resident block.
+#[inline]
+pub fn discard_idle() {
+    if stats::global().large_cached_resident.get() != 0 {
+        discard_idle_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn discard_idle_slow() {
+    let now = os::now_ms();
+    // Never wait for the lock: another thread is using the cache, and will come back here.
+    let Some(c) = CACHE.try_lock() else {
+        return;
+    };
+    let g = stats::global();
+    for i in 0..c.len {
+        let l = c.blocks[i];
+        // SAFETY: cached headers are live and ours under the lock; their blocks are unused.
+        unsafe {
+            if !(*l).discarded && now.wrapping_sub((*l).cached_at_ms) >= DISCARD_DELAY_MS {
+                os::discard((*l).base, (*l).size);
+                (*l).discarded = true;
+                g.large_cached_resident.sub((*l).size);
+                g.bytes_returned.add((*l).size);
+            }
+        }
     }
 }
 
@@ -144,12 +192,12 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         let l = take_cached(len);
         if !l.is_null() {
             // SAFETY: the header is ours now.
-            let (base, size) = unsafe { ((*l).base, (*l).size) };
+            let (base, size, zero) = unsafe { ((*l).base, (*l).size, (*l).discarded) };
             let g = stats::global();
             g.large_live.add(1);
             g.large_bytes.add(size);
             g.bytes_in_use.add(size);
-            return (base, false);
+            return (base, zero);
         }
     }
     (map_new(len, align), true)
@@ -171,6 +219,7 @@ fn map_new(len: usize, align: usize) -> *mut u8 {
         (*l).base = base;
         (*l).size = len;
         (*l).cached = false;
+        (*l).discarded = false;
     }
     if !addr_map::register(base as usize, len, l as usize) {
         // SAFETY: as above.
@@ -249,10 +298,13 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
             unmap(oldest);
         }
         (*l).cached = true;
+        (*l).discarded = false;
+        (*l).cached_at_ms = os::now_ms();
         let n = c.len;
         c.blocks[n] = l;
         c.len += 1;
         g.large_cached.add(len);
+        g.large_cached_resident.add(len);
     }
 }
 

@@ -38,7 +38,8 @@
 //! Idle memory is bounded by `POOLMALLOC_PURGE_BYTES` (2 MiB): free pools are *dirty* until
 //! discarded with `MADV_DONTNEED`, which happens to those idle for 100 ms once idle memory
 //! exceeds the bound (to all of them past four times it); emptied pools kept by heaps and
-//! freed large blocks kept for reuse count in the same bound; an arena whose pools are all
+//! freed large blocks kept for reuse count in the same bound until their pages are discarded,
+//! 10 ms after they were freed; an arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
 //! resident while its pool lives: the heap that owns them discards their inner pages in

@@ -54,6 +54,7 @@ struct Snapshot {
     large_peak_bytes: usize,
     large_mremaps: usize,
     large_cached: usize,
+    large_cached_resident: usize,
     threads_seen: usize,
     pools_abandoned: usize,
     pools_adopted: usize,
@@ -105,6 +106,7 @@ fn snapshot() -> Snapshot {
         large_peak_bytes: g.large_bytes.peak(),
         large_mremaps: g.large_mremaps.get(),
         large_cached: g.large_cached.get(),
+        large_cached_resident: g.large_cached_resident.get(),
         threads_seen: g.threads_seen.get(),
         pools_abandoned: g.pools_abandoned.get(),
         pools_adopted: g.pools_adopted.get(),
@@ -260,6 +262,7 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     line(w, "# peak bytes in large blocks", s.large_peak_bytes)?;
     count(w, "# large blocks resized with mremap", s.large_mremaps)?;
     line(w, "# freed large bytes cached for reuse", s.large_cached)?;
+    line(w, "#   of which not yet discarded", s.large_cached_resident)?;
     writeln!(w)?;
     writeln!(w, "Calls (all threads, exited ones included)")?;
     let labels = [
@@ -349,8 +352,13 @@ fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     )?;
     write!(
         w,
-        "\"large\":{{\"live\":{},\"bytes\":{},\"peak_bytes\":{},\"mremaps\":{},\"cached\":{}}},",
-        s.large_live, s.large_bytes, s.large_peak_bytes, s.large_mremaps, s.large_cached
+        "\"large\":{{\"live\":{},\"bytes\":{},\"peak_bytes\":{},\"mremaps\":{},\"cached\":{},\"cached_resident\":{}}},",
+        s.large_live,
+        s.large_bytes,
+        s.large_peak_bytes,
+        s.large_mremaps,
+        s.large_cached,
+        s.large_cached_resident
     )?;
     write!(w, "\"calls\":{{")?;
     for i in 0..call::COUNT {

@@ -64,6 +64,8 @@ pub struct GlobalStats {
     pub large_mremaps: Gauge,
     /// Bytes of freed large blocks kept for reuse.
     pub large_cached: Gauge,
+    /// The part of `large_cached` whose pages have not been discarded yet.
+    pub large_cached_resident: Gauge,
     /// Bytes of emptied pools that heaps keep for reuse.
     pub kept_empty: Gauge,
     /// Bytes of free pools whose pages may still be resident (changed under the arena lock).
@@ -88,6 +90,7 @@ static GLOBAL: GlobalStats = GlobalStats {
     large_bytes: Gauge::new(),
     large_mremaps: Gauge::new(),
     large_cached: Gauge::new(),
+    large_cached_resident: Gauge::new(),
     kept_empty: Gauge::new(),
     dirty: Gauge::new(),
     threads_seen: Gauge::new(),
@@ -105,7 +108,7 @@ pub fn global() -> &'static GlobalStats {
 /// kept by heaps, freed large blocks kept for reuse. `POOLMALLOC_PURGE_BYTES` bounds the sum
 /// (approximately: the three are updated under different locks).
 pub fn idle_bytes() -> usize {
-    GLOBAL.dirty.get() + GLOBAL.kept_empty.get() + GLOBAL.large_cached.get()
+    GLOBAL.dirty.get() + GLOBAL.kept_empty.get() + GLOBAL.large_cached_resident.get()
 }
 
 /// Which entry point a call came through, for the per-thread call counts. `NOT_COUNTED` is

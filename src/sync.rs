@@ -29,6 +29,12 @@ impl<T> Lock<T> {
         Lock(SpinMutex::new(value))
     }
 
+    /// The lock if it is free now, None if someone holds it.
+    #[inline]
+    pub fn try_lock(&self) -> Option<LockGuard<'_, T>> {
+        self.0.try_lock()
+    }
+
     #[inline]
     pub fn lock(&self) -> LockGuard<'_, T> {
         self.0.lock()
