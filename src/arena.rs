@@ -10,13 +10,14 @@
 //! - A heap that needs a pool takes one from the most used arena of the kind that has a free
 //!   pool (CPython's `usable_arenas` order), so lightly used arenas drain and can be unmapped.
 //! - A pool that becomes empty comes back here and counts as *dirty* (its pages are resident
-//!   though nothing lives there). When idle memory (dirty pools, plus the emptied pools heaps
-//!   keep and the large-block cache: `stats::idle_bytes`) exceeds the purge threshold, the
-//!   dirty pools that have been free for `PURGE_DELAY_MS` are discarded (`MADV_DONTNEED`), and
-//!   all of them once idle memory passes `PURGE_HARD_FACTOR` times the threshold. The delay
-//!   spares a program that frees a batch and allocates it again a moment later (a loop, an
-//!   interpreter's garbage collection) the page faults of memory it is about to reuse; the
-//!   hard bound keeps a program that only frees from keeping much.
+//!   though nothing lives there). Dirty pools that have been free for the purge delay
+//!   (`POOLMALLOC_PURGE_DELAY`, 10 ms) are discarded (`MADV_DONTNEED`) by the next heap tick
+//!   (`purge_aged`, from the allocation slow path), or at once when idle memory (dirty pools,
+//!   plus the emptied pools heaps keep and the large-block cache: `stats::idle_bytes`) exceeds
+//!   the purge threshold; all of them once idle memory passes `PURGE_HARD_FACTOR` times the
+//!   threshold. The delay spares a program that frees a batch and allocates it again a moment
+//!   later (a loop, an interpreter's garbage collection) the page faults of memory it is about
+//!   to reuse; the bounds keep a program that frees a lot at once from keeping much.
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -32,8 +33,6 @@ use crate::stats;
 use crate::sync::Lock;
 
 pub const ARENA_SIZE: usize = CHUNK_SIZE;
-/// How long a free pool stays resident once idle memory is over the threshold.
-const PURGE_DELAY_MS: u32 = 100;
 /// Idle memory above this many times the threshold is discarded at once, delay or not.
 const PURGE_HARD_FACTOR: usize = 4;
 /// Pools in an arena of the smallest pool kind.
@@ -197,6 +196,20 @@ fn maybe_purge(a: &mut Arenas) {
     }
 }
 
+/// Discards the dirty free pools that have waited the purge delay, whatever the idle total:
+/// the decay half of the policy, run by heap ticks. Skipped when another thread holds the
+/// arena lock (it will tick again).
+pub fn purge_aged(now: u32) {
+    if stats::global().dirty.get() == 0 {
+        return;
+    }
+    let Some(mut a) = ARENAS.try_lock() else {
+        return;
+    };
+    // SAFETY: we hold the arena lock.
+    unsafe { purge(&mut a, Some(now)) };
+}
+
 /// Returns every free page to the OS: discards all dirty free pools and unmaps the reserve.
 /// Returns whether anything was released.
 pub fn trim() -> bool {
@@ -356,10 +369,11 @@ unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
 }
 
 /// Discards the pages of the dirty free pools, coalescing neighbours into one call: all of
-/// them, or with `Some(now)` those free for at least `PURGE_DELAY_MS`.
+/// them, or with `Some(now)` those free for at least the purge delay.
 unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
     let mut lists = a.usable;
     let reserve = a.reserve;
+    let delay = crate::options::purge_delay_ms();
     // SAFETY: lock held; every arena visited is live.
     unsafe {
         let visit = |arena: *mut Arena| {
@@ -373,7 +387,7 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
                 let pool = (*arena).pools.as_mut_ptr().add(i);
                 let old_enough = match now {
                     None => true,
-                    Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= PURGE_DELAY_MS,
+                    Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= delay,
                 };
                 if (*pool).dirty && (*pool).state == PoolState::Free && old_enough {
                     (*pool).dirty = false;

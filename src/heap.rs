@@ -43,6 +43,8 @@ pub struct Heap {
     multi_page_bytes: usize,
     /// When they were last swept (`os::now_ms`).
     last_sweep_ms: u32,
+    /// When this heap last gave back aged idle memory (`tick`).
+    last_tick_ms: u32,
     pub counts: CallCounts,
     /// Links in the registry's live list or free list.
     next: *mut Heap,
@@ -73,6 +75,7 @@ impl Heap {
             kept_empty: 0,
             multi_page_bytes: 0,
             last_sweep_ms: 0,
+            last_tick_ms: 0,
             counts: CallCounts::ZERO,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -237,9 +240,6 @@ unsafe fn sweep_multi_page(heap: *mut Heap) {
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize, call: usize) -> *mut u8 {
-    // The slow path runs often enough (every page's worth of blocks, at least) to be where
-    // cached large blocks age out, without a thread of our own.
-    crate::large::discard_idle();
     let mut heap = tls::heap();
     if heap.is_null() {
         heap = attach_thread();
@@ -257,6 +257,7 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         // SAFETY: heap is this thread's own live heap.
         unsafe {
             (*heap).counts.bump(call);
+            tick(heap);
             refill_and_pop(heap, class)
         }
     };
@@ -264,6 +265,68 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         return crate::os::out_of_memory();
     }
     b as *mut u8
+}
+
+/// How often a heap's slow path looks for aged idle memory.
+const TICK_MS: u32 = 5;
+
+/// The decay half of the purge policy (see `arena`): at most every `TICK_MS`, the allocation
+/// slow path gives back idle memory older than the purge delay: the heap's own kept empty
+/// pools, the arenas' dirty free pools, the pages of cached large blocks. The slow path runs
+/// at least once per page's worth of new blocks, so a program that allocates keeps ticking
+/// without a thread of ours; one that stops allocating keeps at most the idle bound.
+///
+/// # Safety
+/// The caller owns `heap`.
+#[inline]
+unsafe fn tick(heap: *mut Heap) {
+    let now = crate::os::now_ms();
+    // SAFETY: per the contract.
+    unsafe {
+        if now.wrapping_sub((*heap).last_tick_ms) < TICK_MS {
+            return;
+        }
+        (*heap).last_tick_ms = now;
+        if (*heap).kept_empty != 0 {
+            release_aged_kept(heap, now);
+        }
+    }
+    arena::purge_aged(now);
+    crate::large::discard_idle(now);
+}
+
+/// Gives back to their arenas the kept empty pools that have been empty for the purge delay.
+///
+/// # Safety
+/// The caller owns `heap`.
+#[cold]
+unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
+    let delay = crate::options::purge_delay_ms();
+    // SAFETY: we own the heap and the pools on its lists.
+    unsafe {
+        for class in 0..NUM_CLASSES {
+            let head = (*heap).avail[class];
+            if head == empty_pool() {
+                continue;
+            }
+            // Kept pools are the non-head pools with nothing in use (see `kept_empty`).
+            let mut pool = (*head).next;
+            while !pool.is_null() {
+                let next = (*pool).next;
+                if (*pool).used == 0 && now.wrapping_sub((*pool).freed_at_ms) >= delay {
+                    let bytes = pool_bytes(pool);
+                    avail_remove(heap, pool);
+                    unkeep(heap, bytes);
+                    // It has waited the delay already: its pages go now, and it reaches its
+                    // arena clean rather than waiting there again.
+                    let discarded = (*pool).discard_carved();
+                    stats::global().bytes_returned.add(discarded);
+                    release(pool);
+                }
+                pool = next;
+            }
+        }
+    }
 }
 
 /// Finds a block of `class` for `heap` when its head pool has none on its free list.
@@ -358,6 +421,7 @@ pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
             let bytes = pool_bytes(pool);
             if (*heap).kept_empty + bytes <= KEEP_EMPTY_BYTES && keep_globally(bytes) {
                 (*heap).kept_empty += bytes;
+                (*pool).freed_at_ms = crate::os::now_ms();
             } else {
                 avail_remove(heap, pool);
                 release(pool);

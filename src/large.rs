@@ -13,8 +13,8 @@
 //! is reused by a request it fits with at most a quarter to spare. A block larger than the
 //! bound is unmapped at once; `malloc_trim` empties the cache. The cache only reuses whole
 //! blocks: it does not split or merge them as tcmalloc's page heap does. A block that waits
-//! in the cache for `DISCARD_DELAY_MS` has its pages discarded (the allocation slow path
-//! checks, see `discard_idle`): it still saves the map and unmap calls when reused, and no
+//! in the cache for the purge delay has its pages discarded (by heap ticks, see
+//! `discard_idle`): it still saves the map and unmap calls when reused, and no
 //! longer holds memory (nor counts as idle memory) while it waits; it then reads as zero,
 //! which calloc uses.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
@@ -77,24 +77,15 @@ impl Cache {
     }
 }
 
-/// A cached block's pages are given back once it has waited this long: a buffer freed and
-/// allocated again in a loop keeps them, one left behind does not hold memory for good.
-const DISCARD_DELAY_MS: u32 = 10;
-
-/// Discards the pages of cached blocks that have waited `DISCARD_DELAY_MS`. Called from the
-/// allocation slow path, so it costs one load while the cache holds no resident block.
-#[inline]
-pub fn discard_idle() {
-    if stats::global().large_cached_resident.get() != 0 {
-        discard_idle_slow();
+/// Discards the pages of cached blocks that have waited the purge delay
+/// (`POOLMALLOC_PURGE_DELAY`): a buffer freed and allocated again in a loop keeps them, one
+/// left behind does not hold memory for good. Run by heap ticks.
+pub fn discard_idle(now: u32) {
+    if stats::global().large_cached_resident.get() == 0 {
+        return;
     }
-}
-
-#[cold]
-#[inline(never)]
-fn discard_idle_slow() {
-    let now = os::now_ms();
-    // Never wait for the lock: another thread is using the cache, and will come back here.
+    let delay = crate::options::purge_delay_ms();
+    // Never wait for the lock: another thread is using the cache, and will tick again.
     let Some(c) = CACHE.try_lock() else {
         return;
     };
@@ -103,7 +94,7 @@ fn discard_idle_slow() {
         let l = c.blocks[i];
         // SAFETY: cached headers are live and ours under the lock; their blocks are unused.
         unsafe {
-            if !(*l).discarded && now.wrapping_sub((*l).cached_at_ms) >= DISCARD_DELAY_MS {
+            if !(*l).discarded && now.wrapping_sub((*l).cached_at_ms) >= delay {
                 os::discard((*l).base, (*l).size);
                 (*l).discarded = true;
                 g.large_cached_resident.sub((*l).size);

@@ -34,12 +34,12 @@
 //! last block comes back, unless it is the pool being allocated from or the heap keeps it
 //! (up to 1 MiB of emptied pools, so that a freed batch refills without the arena lock).
 //!
-//! ## Memory back to the OS (`arena`, `large`)
-//! Idle memory is bounded by `POOLMALLOC_PURGE_BYTES` (2 MiB): free pools are *dirty* until
-//! discarded with `MADV_DONTNEED`, which happens to those idle for 100 ms once idle memory
-//! exceeds the bound (to all of them past four times it); emptied pools kept by heaps and
-//! freed large blocks kept for reuse count in the same bound until their pages are discarded,
-//! 10 ms after they were freed; an arena whose pools are all
+//! ## Memory back to the OS (`arena`, `large`, `heap`)
+//! Idle memory (free pools whose pages are still resident, *dirty*; emptied pools heaps keep;
+//! freed large blocks kept for reuse) is discarded with `MADV_DONTNEED` once it has been idle
+//! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap's allocation slow path checks at most every
+//! 5 ms (`heap::tick`). `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound
+//! free pools go without waiting, past four times it all of them. An arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
 //! resident while its pool lives: the heap that owns them discards their inner pages in

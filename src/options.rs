@@ -11,6 +11,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::Relaxed};
 /// Default idle-memory bound: small enough that a CPython-sized process keeps its peak RSS
 /// near pymalloc's, large enough that a churning program rarely pays for page faults.
 pub const DEFAULT_PURGE_BYTES: usize = 2 << 20;
+/// Default purge delay: how long memory may sit idle before it is given back (mimalloc's
+/// default too). Long enough for a loop that frees and reallocates to keep its pages.
+pub const DEFAULT_PURGE_DELAY_MS: usize = 10;
 
 /// How the statistics report is wanted at exit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -27,12 +30,14 @@ pub struct Options {
     stats: AtomicUsize,
     stats_file: AtomicPtr<c_char>,
     purge_threshold: AtomicUsize,
+    purge_delay_ms: AtomicUsize,
 }
 
 static OPTIONS: Options = Options {
     stats: AtomicUsize::new(StatsMode::Off as usize),
     stats_file: AtomicPtr::new(core::ptr::null_mut()),
     purge_threshold: AtomicUsize::new(DEFAULT_PURGE_BYTES),
+    purge_delay_ms: AtomicUsize::new(DEFAULT_PURGE_DELAY_MS),
 };
 
 /// The table: name, what it does, accepted values.
@@ -47,7 +52,11 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "POOLMALLOC_PURGE_BYTES",
-        "idle bytes (free pools, kept empty pools, cached large blocks) allowed before free pools idle for 100 ms are discarded (all past 4x; default 2M; K/M/G suffixes)",
+        "idle bytes (free pools, kept empty pools, cached large blocks) allowed before free pools are discarded without waiting for the purge delay (all of them past 4x); default 2M; K/M/G suffixes",
+    ),
+    (
+        "POOLMALLOC_PURGE_DELAY",
+        "milliseconds idle memory waits before it is given back (checked on allocation slow paths); default 10",
     ),
 ];
 
@@ -79,6 +88,13 @@ pub fn purge_threshold() -> usize {
     OPTIONS.purge_threshold.load(Relaxed)
 }
 
+pub fn purge_delay_ms() -> u32 {
+    OPTIONS
+        .purge_delay_ms
+        .load(Relaxed)
+        .min(u32::MAX as usize / 2) as u32
+}
+
 pub fn parse_stats_mode(v: &[u8]) -> StatsMode {
     match v {
         b"" | b"0" => StatsMode::Off,
@@ -107,6 +123,15 @@ pub fn parse_bytes(v: &[u8]) -> Option<usize> {
         n = n.checked_mul(10)?.checked_add((d - b'0') as usize)?;
     }
     n.checked_mul(mult)
+}
+
+/// Parses a plain number of milliseconds; None if malformed.
+pub fn parse_ms(v: &[u8]) -> Option<usize> {
+    if v.last()?.is_ascii_digit() {
+        parse_bytes(v)
+    } else {
+        None
+    }
 }
 
 extern "C" {
@@ -146,6 +171,11 @@ fn apply(name: &[u8], value: &[u8], value_ptr: *const c_char) {
                 OPTIONS.purge_threshold.store(n, Relaxed);
             }
         }
+        b"POOLMALLOC_PURGE_DELAY" => {
+            if let Some(n) = parse_ms(value) {
+                OPTIONS.purge_delay_ms.store(n, Relaxed);
+            }
+        }
         _ => {}
     }
 }
@@ -173,5 +203,14 @@ mod tests {
         assert_eq!(parse_bytes(b"M"), None);
         assert_eq!(parse_bytes(b"12x"), None);
         assert_eq!(parse_bytes(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn milliseconds() {
+        assert_eq!(parse_ms(b"0"), Some(0));
+        assert_eq!(parse_ms(b"250"), Some(250));
+        assert_eq!(parse_ms(b"10K"), None);
+        assert_eq!(parse_ms(b""), None);
+        assert_eq!(parse_ms(b"-1"), None);
     }
 }

@@ -368,6 +368,22 @@ impl Pool {
         discarded
     }
 
+    /// Discards the pages of an empty pool's carved blocks and forgets them (the pool is then
+    /// as clean as a never used one, see `arena::release_pool`). Returns the bytes discarded.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this, on a pool with no block in use and none on
+    /// `thread_free`.
+    pub unsafe fn discard_carved(&mut self) -> usize {
+        let page = crate::os::PAGE_SIZE;
+        let len = (self.carved as usize * self.block_size as usize + page - 1) & !(page - 1);
+        // SAFETY: the carved blocks are ours and unused; the range lies inside the pool.
+        unsafe { crate::os::discard(self.start, len) };
+        self.carved = 0;
+        self.free = ptr::null_mut();
+        len
+    }
+
     /// Does the owner's free list or thread_free list hold `b`? (Used only to confirm a
     /// suspected double free, so a linear walk is fine.)
     ///
