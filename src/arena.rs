@@ -67,7 +67,6 @@ struct Arenas {
     reserve: *mut Arena,
     /// Recycled headers.
     spare_headers: *mut Arena,
-    /// Bytes in dirty free pools.
     /// When the last delayed purge looked at the pools (`os::now_ms`).
     last_purge_scan_ms: u32,
 }

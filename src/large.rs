@@ -124,35 +124,44 @@ fn take_cached(len: usize) -> *mut Large {
 }
 
 struct Headers {
+    /// Headers given back, for reuse first.
     spare: *mut Large,
+    /// The untouched rest of the current slab: headers are cut from it one at a time, so a
+    /// process with a few large blocks touches one page of it, not the whole slab.
+    fresh: *mut Large,
+    fresh_left: usize,
 }
 // SAFETY: headers are only handed out and taken back under the lock.
 unsafe impl Send for Headers {}
 
 static HEADERS: Lock<Headers> = Lock::new(Headers {
     spare: ptr::null_mut(),
+    fresh: ptr::null_mut(),
+    fresh_left: 0,
 });
 const HEADER_SLAB: usize = 64 * 1024;
 
 fn new_header() -> *mut Large {
     let mut h = HEADERS.lock();
-    if h.spare.is_null() {
+    if !h.spare.is_null() {
+        let l = h.spare;
+        // SAFETY: spare headers are ours under the lock.
+        h.spare = unsafe { (*l).next_spare };
+        return l;
+    }
+    if h.fresh_left == 0 {
         let slab = os::map(HEADER_SLAB, 0) as *mut Large;
         if slab.is_null() {
             return ptr::null_mut();
         }
         stats::global().meta_mapped.add(HEADER_SLAB);
-        for i in (0..HEADER_SLAB / core::mem::size_of::<Large>()).rev() {
-            // SAFETY: i is within the fresh slab.
-            unsafe {
-                (*slab.add(i)).next_spare = h.spare;
-                h.spare = slab.add(i);
-            }
-        }
+        h.fresh = slab;
+        h.fresh_left = HEADER_SLAB / core::mem::size_of::<Large>();
     }
-    let l = h.spare;
-    // SAFETY: spare headers are ours under the lock.
-    h.spare = unsafe { (*l).next_spare };
+    let l = h.fresh;
+    // SAFETY: fresh_left > 0 headers remain in the slab after `fresh`.
+    h.fresh = unsafe { l.add(1) };
+    h.fresh_left -= 1;
     l
 }
 
