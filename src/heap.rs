@@ -41,6 +41,8 @@ pub struct Heap {
     kept_empty: usize,
     /// Bytes allocated from multi-page classes since their free blocks were last swept.
     multi_page_bytes: usize,
+    /// Free multi-page blocks may still hold their pages: ticks sweep until they do not.
+    multi_page_unswept: bool,
     /// When they were last swept (`os::now_ms`).
     last_sweep_ms: u32,
     /// When this heap last gave back aged idle memory (`tick`).
@@ -74,6 +76,7 @@ impl Heap {
             remote_hint: AtomicBool::new(false),
             kept_empty: 0,
             multi_page_bytes: 0,
+            multi_page_unswept: false,
             last_sweep_ms: 0,
             last_tick_ms: 0,
             counts: CallCounts::ZERO,
@@ -169,10 +172,10 @@ pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
 }
 
 /// A heap sweeps its multi-page free blocks after allocating this many multi-page bytes...
-const SWEEP_AFTER_BYTES: usize = 256 << 10;
+const SWEEP_AFTER_BYTES: usize = 64 << 10;
 /// ...but not more often than this, which bounds what sweeps and the page faults of reusing
 /// swept blocks can cost a program that churns such blocks.
-const SWEEP_INTERVAL_MS: u32 = 10;
+const SWEEP_INTERVAL_MS: u32 = 2;
 
 /// A block of a multi-page class (requests over `MULTI_PAGE_ABOVE` bytes).
 ///
@@ -180,7 +183,10 @@ const SWEEP_INTERVAL_MS: u32 = 10;
 /// next request, of another size, touches new pages: CPython's imports read every `.pyc` into
 /// a block of a different size. glibc reuses freed memory across sizes; we instead give the
 /// inner pages of free multi-page blocks back to the OS, in sweeps that follow allocation
-/// (a program that allocates such blocks frees them too) at a bounded rate.
+/// (a program that allocates such blocks frees them too) and in heap ticks, at a bounded
+/// rate. Only blocks that stayed free from one sweep to the next are discarded (see
+/// `pool::DISCARD_MARK_WORD`), so that blocks a program keeps reusing are not discarded and
+/// faulted in again; ticks go on sweeping until no free block holds its pages.
 #[inline(never)]
 pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
     let p = alloc_class::<CALL>(class);
@@ -192,6 +198,7 @@ pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
     // excluded above), and p is a block of a multi-page class.
     unsafe {
         pool::clear_discard_mark(p);
+        (*heap).multi_page_unswept = true;
         (*heap).multi_page_bytes += crate::size_class::class_size(class);
         if (*heap).multi_page_bytes >= SWEEP_AFTER_BYTES {
             maybe_sweep_multi_page(heap);
@@ -206,33 +213,45 @@ pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
 /// The caller owns `heap`.
 #[cold]
 unsafe fn maybe_sweep_multi_page(heap: *mut Heap) {
-    let now = crate::os::now_ms();
+    // SAFETY: per the contract.
+    unsafe { sweep_multi_page_if_due(heap, crate::os::now_ms()) };
+}
+
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn sweep_multi_page_if_due(heap: *mut Heap, now: u32) {
     // SAFETY: per the contract.
     unsafe {
         if now.wrapping_sub((*heap).last_sweep_ms) >= SWEEP_INTERVAL_MS {
             (*heap).last_sweep_ms = now;
             (*heap).multi_page_bytes = 0;
-            sweep_multi_page(heap);
+            sweep_multi_page(heap, false);
         }
     }
 }
 
-/// Discards the inner pages of the free blocks in `heap`'s multi-page pools.
+/// Discards the inner pages of the free blocks in `heap`'s multi-page pools that were free at
+/// the previous sweep already, or of all of them with `all` (`malloc_trim`).
 ///
 /// # Safety
 /// The caller owns `heap`.
-unsafe fn sweep_multi_page(heap: *mut Heap) {
+unsafe fn sweep_multi_page(heap: *mut Heap, all: bool) {
     let mut discarded = 0;
+    let mut pending = false;
     // SAFETY: we own the heap and the pools on its lists.
     unsafe {
         for class in FIRST_MULTI_PAGE_CLASS..NUM_CLASSES {
             let mut pool = (*heap).avail[class];
             while pool != empty_pool() && !pool.is_null() {
-                discarded += (*pool).discard_inner_pages();
+                let (bytes, marked) = (*pool).discard_inner_pages(all);
+                discarded += bytes;
+                pending |= marked;
                 pool = (*pool).next;
             }
         }
     }
+    // SAFETY: as above.
+    unsafe { (*heap).multi_page_unswept = pending };
     stats::global().bytes_returned.add(discarded);
 }
 
@@ -289,6 +308,9 @@ unsafe fn tick(heap: *mut Heap) {
         (*heap).last_tick_ms = now;
         if (*heap).kept_empty != 0 {
             release_aged_kept(heap, now);
+        }
+        if (*heap).multi_page_unswept {
+            sweep_multi_page_if_due(heap, now);
         }
     }
     arena::purge_aged(now);
@@ -653,7 +675,7 @@ pub fn trim_current_thread() {
         }
         // Every kept pool was released above.
         unkeep(heap, (*heap).kept_empty);
-        sweep_multi_page(heap);
+        sweep_multi_page(heap, true);
     }
 }
 

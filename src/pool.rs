@@ -40,12 +40,16 @@ pub struct Block {
     pub key: usize,
 }
 
-/// Free blocks of the multi-page classes carry a third word: the mark `discard_inner_pages`
-/// leaves so that later sweeps skip a block whose inner pages are already gone. Allocation of
-/// such a block clears it (`clear_discard_mark`). A block whose mark survives reuse (the
-/// program never wrote its third word) is only skipped by sweeps: no harm but a missed page.
+/// Free blocks of the multi-page classes carry a third word, the mark sweeps leave
+/// (`discard_inner_pages`): the first sweep that finds a block free marks it *seen*; the next
+/// one, if the block is still free and still marked, discards its inner pages and marks it
+/// *discarded*, which later sweeps skip. So only a block that stayed free for a whole sweep
+/// interval loses its pages: one freed and allocated again in a loop keeps them. Allocation
+/// clears the mark (`clear_discard_mark`). A block whose mark survives reuse (the program
+/// never wrote its third word) only delays or skips a discard: no harm but a missed page.
 const DISCARD_MARK_WORD: usize = 2;
-const DISCARD_MARK_SALT: usize = 0x5157_e9ed_d15c_a4d0;
+const SEEN_SALT: usize = 0x5157_e9ed_d15c_a4d0;
+const DISCARDED_SALT: usize = 0x2c4b_93e0_77a1_6f95;
 
 /// Clears the discard mark of a block of a multi-page class just handed to the program.
 ///
@@ -335,37 +339,42 @@ impl Pool {
         true
     }
 
-    /// Returns to the OS the pages lying wholly inside the free blocks of the owner's list,
-    /// except each block's first page, which holds the list link and the freed key. For the
-    /// multi-page classes, whose freed blocks would otherwise stay resident as long as any
-    /// block of the pool lives. Returns the bytes discarded.
+    /// Returns to the OS the pages lying wholly inside the free blocks of the owner's list
+    /// that were already free at the previous sweep (see `DISCARD_MARK_WORD`), or of all of
+    /// them with `all`, except each block's first page, which holds the list link, the freed
+    /// key and the mark. For the multi-page classes, whose freed blocks would otherwise stay
+    /// resident as long as any block of the pool lives. Returns the bytes discarded, and
+    /// whether it marked blocks for the next sweep.
     ///
     /// # Safety
     /// Only the owner thread may call this; blocks must be larger than two pages.
-    pub unsafe fn discard_inner_pages(&mut self) -> usize {
+    pub unsafe fn discard_inner_pages(&mut self, all: bool) -> (usize, bool) {
         let size = self.block_size as usize;
         let page = crate::os::PAGE_SIZE;
         let mut discarded = 0;
+        let mut marked = false;
         let mut b = self.free;
         while !b.is_null() {
             let at = b as usize;
-            let mark = at ^ DISCARD_MARK_SALT;
             // SAFETY: blocks on `free` are ours until allocated, and have at least three words.
             unsafe {
                 let word = (b as *mut usize).add(DISCARD_MARK_WORD);
-                if *word != mark {
+                if *word == at ^ SEEN_SALT || (all && *word != at ^ DISCARDED_SALT) {
                     let from = (at + (DISCARD_MARK_WORD + 1) * 8 + page - 1) & !(page - 1);
                     let to = (at + size) & !(page - 1);
                     if to > from {
                         crate::os::discard(from as *mut u8, to - from);
                         discarded += to - from;
                     }
-                    *word = mark;
+                    *word = at ^ DISCARDED_SALT;
+                } else if *word != at ^ DISCARDED_SALT {
+                    *word = at ^ SEEN_SALT;
+                    marked = true;
                 }
                 b = (*b).next;
             }
         }
-        discarded
+        (discarded, marked)
     }
 
     /// Discards the pages of an empty pool's carved blocks and forgets them (the pool is then
