@@ -98,6 +98,12 @@ static void wait_ms(long ms)
     while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
 }
 
+/* How a bound came out: asserted only in strict mode (poolmalloc). */
+static const char *verdict(int ok, int strict)
+{
+    return ok ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)";
+}
+
 static double mib(long long b)
 {
     return (double)b / 1048576.0;
@@ -134,7 +140,7 @@ int main(void)
            "after free %.1f MiB (limit %.1f) %s\n",
            nb, mib((long long)bytes), mib((long long)baseline), mib((long long)peak),
            mib((long long)after), mib((long long)limit1),
-           ok1 ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)");
+           verdict(ok1, strict));
     if (!ok1 && strict) {
         fprintf(stderr, "rss_release: FAIL: RSS after freeing everything is %.1f MiB above the "
                         "baseline, limit is 10%% of %.1f MiB\n",
@@ -202,7 +208,7 @@ int main(void)
            "after free %.1f, after the sweep %.1f MiB (limit %.1f) %s\n",
            mib((long long)base3), mib((long long)peak3), mib((long long)after_free3),
            mib((long long)swept3), mib((long long)limit3),
-           ok3 ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)");
+           verdict(ok3, strict));
     CHECK(peak3 >= base3 + (live3 + freed3) / 10 * 9, "RSS rose only %.1f MiB in phase 3",
           mib((long long)peak3 - (long long)base3));
     if (!ok3 && strict) {
@@ -247,7 +253,7 @@ int main(void)
            "after free %.2f, later %.2f MiB (limit %.2f) %s\n",
            mib((long long)base4), mib((long long)peak4), mib((long long)after_free4),
            mib((long long)aged4), mib((long long)limit4),
-           ok4 ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)");
+           verdict(ok4, strict));
     if (!ok4 && strict) {
         fprintf(stderr, "rss_release: FAIL: a freed 1 MiB block is still resident 30 ms later\n");
         failures++;
@@ -285,10 +291,7 @@ int main(void)
            "peak %.2f, after free %.2f, later %.2f MiB (limit %.2f) %s\n",
            mib((long long)N5 * 160), mib((long long)base5), mib((long long)peak5),
            mib((long long)freed5), mib((long long)aged5), mib((long long)limit5),
-           !measured5 ? "not measured (memory freed earlier was reused)"
-           : ok5      ? "within"
-           : strict   ? "EXCEEDED"
-                      : "exceeded (not asserted in system mode)");
+           measured5 ? verdict(ok5, strict) : "not measured (memory freed earlier was reused)");
     if (!ok5 && strict) {
         fprintf(stderr, "rss_release: FAIL: idle memory under the bound is still resident "
                         "30 ms after it was freed\n");
@@ -323,7 +326,7 @@ int main(void)
     int ok6 = faults6 <= 48;
     printf("rss_release: phase 6 (two 64 KB buffers freed and allocated again for 100 ms, %ld "
            "times): %ld page faults (limit 48) %s\n",
-           iters6, faults6, ok6 ? "within" : strict ? "EXCEEDED" : "exceeded (not asserted in system mode)");
+           iters6, faults6, verdict(ok6, strict));
     if (!ok6 && strict) {
         fprintf(stderr, "rss_release: FAIL: a buffer in constant reuse keeps losing its pages\n");
         failures++;

@@ -201,7 +201,7 @@ pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
         (*heap).multi_page_unswept = true;
         (*heap).multi_page_bytes += crate::size_class::class_size(class);
         if (*heap).multi_page_bytes >= SWEEP_AFTER_BYTES {
-            maybe_sweep_multi_page(heap);
+            sweep_multi_page_if_due(heap, crate::os::now_ms());
         }
     }
     p
@@ -212,13 +212,6 @@ pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
 /// # Safety
 /// The caller owns `heap`.
 #[cold]
-unsafe fn maybe_sweep_multi_page(heap: *mut Heap) {
-    // SAFETY: per the contract.
-    unsafe { sweep_multi_page_if_due(heap, crate::os::now_ms()) };
-}
-
-/// # Safety
-/// The caller owns `heap`.
 unsafe fn sweep_multi_page_if_due(heap: *mut Heap, now: u32) {
     // SAFETY: per the contract.
     unsafe {
