@@ -23,7 +23,11 @@
  * waited (30 ms here, the delay is 10 ms) and the allocator's slow path has run.
  * Phase 6 (strict only, reported in every mode): the other side of phases 3 to 5: two 64 KB
  * buffers that a loop frees and allocates again for 100 ms must keep their pages (few page
- * faults), not lose them to every sweep. */
+ * faults), not lose them to every sweep.
+ * Phase 7 (strict only, reported in every mode): like phases 4 and 5, but afterwards the
+ * program only frees and allocates again one block of a size it uses all the time (as a
+ * CPython benchmark loop does): no call needs new memory, yet what was freed must still leave
+ * the resident set. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -329,6 +333,56 @@ int main(void)
            iters6, faults6, verdict(ok6, strict));
     if (!ok6 && strict) {
         fprintf(stderr, "rss_release: FAIL: a buffer in constant reuse keeps losing its pages\n");
+        failures++;
+    }
+
+    /* Phase 7: idle memory decays while the program only reuses what its free lists hold. */
+    enum { N7 = 6000, S7 = 272 };
+    static void *p7[N7];
+    size_t big7 = 512 * 1024;
+    void *warm7 = malloc(16); /* the one size the loop below uses: its pool is in place */
+    free(opaque(warm7));
+    size_t base7 = rss_bytes();
+    for (int i = 0; i < N7; i++) {
+        p7[i] = malloc(S7);
+        CHECK(p7[i] != NULL, "malloc(%d)", S7);
+        memset(p7[i], 0x77, S7);
+    }
+    unsigned char *blk7 = malloc(big7);
+    CHECK(blk7 != NULL, "malloc(512 KiB)");
+    memset(blk7, 0x77, big7);
+    size_t peak7 = rss_bytes();
+    int measured7 = peak7 >= base7 + ((size_t)N7 * S7 + big7) / 10 * 9;
+    CHECK(measured7 || !strict, "RSS rose only %.2f MiB in phase 7",
+          mib((long long)peak7 - (long long)base7));
+    for (int i = 0; i < N7; i++)
+        free(p7[i]);
+    free(blk7);
+    size_t freed7 = rss_bytes();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long iters7 = 0;
+    do {
+        for (int i = 0; i < 1000; i++) {
+            unsigned char *q = malloc(16);
+            CHECK(q != NULL, "malloc(16)");
+            q[0] = (unsigned char)i;
+            free(opaque(q));
+        }
+        iters7 += 1000;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 50);
+    size_t aged7 = rss_bytes();
+    size_t limit7 = base7 + (peak7 - base7) / 4;
+    int ok7 = aged7 <= limit7;
+    printf("rss_release: phase 7 (%.2f MiB freed, then 50 ms of malloc(16)/free pairs, %ld of "
+           "them): RSS base %.2f, peak %.2f, after free %.2f, later %.2f MiB (limit %.2f) %s\n",
+           mib((long long)N7 * S7 + (long long)big7), iters7, mib((long long)base7),
+           mib((long long)peak7), mib((long long)freed7), mib((long long)aged7),
+           mib((long long)limit7),
+           measured7 ? verdict(ok7, strict) : "not measured (memory freed earlier was reused)");
+    if (!ok7 && strict) {
+        fprintf(stderr, "rss_release: FAIL: memory freed before a loop that only reuses its "
+                        "free lists is still resident 50 ms later\n");
         failures++;
     }
 

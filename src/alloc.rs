@@ -156,10 +156,12 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
             free_suspected_double(pool, b, api, CALL);
             return true;
         }
-        (*me).counts.bump(CALL);
         (*pool).push_local(b);
         (*pool).used -= 1;
-        if (*pool).used <= 0 {
+        // Both slow halves are the last call, so the fast path saves no register for them.
+        if (*me).counts.bump(CALL) {
+            heap::after_batch_of_frees(me, pool, CALL);
+        } else if (*pool).used <= 0 {
             heap::after_local_free(me, pool);
         }
     }

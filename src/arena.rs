@@ -12,7 +12,7 @@
 //! - A pool that becomes empty comes back here and counts as *dirty* (its pages are resident
 //!   though nothing lives there). Dirty pools that have been free for the purge delay
 //!   (`POOLMALLOC_PURGE_DELAY`, 10 ms) are discarded (`MADV_DONTNEED`) by the next heap tick
-//!   (`purge_aged`, from the allocation slow path), or at once when idle memory (dirty pools,
+//!   (`purge_aged`, see `heap::tick`), or at once when idle memory (dirty pools,
 //!   plus the emptied pools heaps keep and the large-block cache: `stats::idle_bytes`) exceeds
 //!   the purge threshold; all of them once idle memory passes `PURGE_HARD_FACTOR` times the
 //!   threshold. The delay spares a program that frees a batch and allocates it again a moment

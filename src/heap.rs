@@ -23,7 +23,7 @@ use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
 use crate::size_class::{pool_kind, FIRST_MULTI_PAGE_CLASS, NUM_CLASSES, POOL_SHIFT};
-use crate::stats::{self, call, CallCounts};
+use crate::stats::{self, call, CallCounts, CallTotals};
 use crate::sync::Lock;
 use crate::tls;
 
@@ -79,7 +79,7 @@ impl Heap {
             multi_page_unswept: false,
             last_sweep_ms: 0,
             last_tick_ms: 0,
-            counts: CallCounts::ZERO,
+            counts: CallCounts::NEW,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
         }
@@ -107,7 +107,7 @@ struct Registry {
     live: *mut Heap,
     spare: *mut Heap,
     /// Counts of exited threads.
-    dead_counts: CallCounts,
+    dead_counts: CallTotals,
 }
 // SAFETY: the pointers are only followed under the registry lock.
 unsafe impl Send for Registry {}
@@ -115,7 +115,7 @@ unsafe impl Send for Registry {}
 static REGISTRY: Lock<Registry> = Lock::new(Registry {
     live: ptr::null_mut(),
     spare: ptr::null_mut(),
-    dead_counts: CallCounts::ZERO,
+    dead_counts: CallTotals::ZERO,
 });
 
 /// Empty pools a heap keeps for reuse before giving them back to their arenas.
@@ -163,7 +163,9 @@ pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
             let pool = *(*heap).avail.get_unchecked(class);
             let b = (*pool).pop();
             if !b.is_null() {
-                (*heap).counts.bump(CALL);
+                if (*heap).counts.bump(CALL) {
+                    return after_batch_of_allocs(heap, CALL, b as *mut u8);
+                }
                 return b as *mut u8;
             }
         }
@@ -262,13 +264,13 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
     let b = if heap == dead() {
         let mut orphan = ORPHAN.lock();
         let h: *mut Heap = &mut *orphan;
-        orphan.counts.bump(call);
+        orphan.counts.bump_and_roll(call);
         // SAFETY: we hold the orphan lock, which makes us its owner for now.
         unsafe { refill_and_pop(h, class) }
     } else {
         // SAFETY: heap is this thread's own live heap.
         unsafe {
-            (*heap).counts.bump(call);
+            (*heap).counts.bump_and_roll(call);
             tick(heap);
             refill_and_pop(heap, class)
         }
@@ -282,11 +284,12 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
 /// How often a heap's slow path looks for aged idle memory.
 const TICK_MS: u32 = 5;
 
-/// The decay half of the purge policy (see `arena`): at most every `TICK_MS`, the allocation
-/// slow path gives back idle memory older than the purge delay: the heap's own kept empty
-/// pools, the arenas' dirty free pools, the pages of cached large blocks. The slow path runs
-/// at least once per page's worth of new blocks, so a program that allocates keeps ticking
-/// without a thread of ours; one that stops allocating keeps at most the idle bound.
+/// The decay half of the purge policy (see `arena`): at most every `TICK_MS`, a heap gives
+/// back idle memory older than the purge delay: its own kept empty pools, the arenas' dirty
+/// free pools, the pages of cached large blocks. It ticks on the allocation slow path and
+/// whenever one of its call counts completes a batch (`calls_batch_done`), so a program that
+/// calls the allocator keeps ticking without a thread of ours, even when its free lists serve
+/// every call (a CPython benchmark loop); one that stops calling keeps at most the idle bound.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -308,6 +311,54 @@ unsafe fn tick(heap: *mut Heap) {
     }
     arena::purge_aged(now);
     crate::large::discard_idle(now);
+}
+
+/// A count of `heap`'s reached the end of its batch (`stats::CALLS_PER_BATCH`): start the
+/// next one and tick. This is how a program that only runs fast paths (all its requests
+/// served from free lists) still gives back the memory it left idle.
+///
+/// # Safety
+/// The caller owns `heap`, a live heap.
+#[cold]
+#[inline(never)]
+pub unsafe fn calls_batch_done(heap: *mut Heap, which: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        (*heap).counts.next_batch(which);
+        tick(heap);
+    }
+}
+
+/// `calls_batch_done` for the malloc fast path, returning its block `b`: as a tail call it
+/// costs the fast path no saved register.
+///
+/// # Safety
+/// As for `calls_batch_done`.
+#[cold]
+#[inline(never)]
+unsafe fn after_batch_of_allocs(heap: *mut Heap, which: usize, b: *mut u8) -> *mut u8 {
+    // SAFETY: per the contract.
+    unsafe { calls_batch_done(heap, which) };
+    // Opaque to the optimiser: were this function known to return its argument, callers
+    // would keep their own copy of `b` across the call, in a register the fast path saves.
+    core::hint::black_box(b)
+}
+
+/// `calls_batch_done` for the free fast path, which has just freed a block into `pool`:
+/// does its slow half too if needed (`after_local_free`).
+///
+/// # Safety
+/// As for `calls_batch_done` and `after_local_free`.
+#[cold]
+#[inline(never)]
+pub unsafe fn after_batch_of_frees(heap: *mut Heap, pool: *mut Pool, which: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*pool).used <= 0 {
+            after_local_free(heap, pool);
+        }
+        calls_batch_done(heap, which);
+    }
 }
 
 /// Gives back to their arenas the kept empty pools that have been empty for the purge delay.
@@ -616,7 +667,7 @@ unsafe fn detach(heap: *mut Heap) {
         }
         debug_assert_eq!((*heap).kept_empty, 0);
         let mut reg = REGISTRY.lock();
-        reg.dead_counts.merge(&(*heap).counts);
+        (*heap).counts.add_to(&mut reg.dead_counts);
         if !(*heap).prev.is_null() {
             (*(*heap).prev).next = (*heap).next;
         } else {
@@ -824,19 +875,19 @@ pub fn check_current_thread() -> usize {
 }
 
 /// Sums call counts of live threads and exited ones.
-pub fn total_counts() -> CallCounts {
+pub fn total_counts() -> CallTotals {
     let reg = REGISTRY.lock();
     let mut c = reg.dead_counts;
     let mut h = reg.live;
     while !h.is_null() {
         // SAFETY: live heaps are valid under the lock; counts are read racily (statistics).
         unsafe {
-            c.merge(&ptr::read_volatile(&(*h).counts));
+            ptr::read_volatile(&(*h).counts).add_to(&mut c);
             h = (*h).next;
         }
     }
     // SAFETY: the orphan heap's counts, read racily like the others.
-    unsafe { c.merge(&ptr::read_volatile(&(*ORPHAN.get_unlocked()).counts)) };
+    unsafe { ptr::read_volatile(&(*ORPHAN.get_unlocked()).counts).add_to(&mut c) };
     c
 }
 
@@ -847,9 +898,13 @@ pub fn count(which: usize) {
     let heap = tls::heap();
     if !heap.is_null() && heap != dead() {
         // SAFETY: the calling thread owns its live heap.
-        unsafe { (*heap).counts.bump(which) }
+        unsafe {
+            if (*heap).counts.bump(which) {
+                calls_batch_done(heap, which);
+            }
+        }
     } else if which < call::COUNT {
-        ORPHAN.lock().counts.bump(which);
+        ORPHAN.lock().counts.bump_and_roll(which);
     }
 }
 

@@ -37,8 +37,8 @@
 //! ## Memory back to the OS (`arena`, `large`, `heap`)
 //! Idle memory (free pools whose pages are still resident, *dirty*; emptied pools heaps keep;
 //! freed large blocks kept for reuse) is discarded with `MADV_DONTNEED` once it has been idle
-//! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap's allocation slow path checks at most every
-//! 5 ms (`heap::tick`). `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound
+//! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap checks at most every 5 ms, from its
+//! allocation slow path and every 4096 calls of one kind (`heap::tick`). `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound
 //! free pools go without waiting, past four times it all of them. An arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay

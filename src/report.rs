@@ -48,7 +48,7 @@ struct Snapshot {
     quantization_bytes: usize,
     dirty_bytes: usize,
     kept_bytes: usize,
-    calls: stats::CallCounts,
+    calls: stats::CallTotals,
     large_live: usize,
     large_bytes: usize,
     large_peak_bytes: usize,

@@ -1,8 +1,9 @@
 //! Counters of what the allocator did, cheap enough to keep always.
 //!
 //! Global counters are atomics touched only on slow paths (arenas, pools, large mappings).
-//! Per-call counts (`CallCounts`) live in each thread's heap as plain integers and are merged
-//! into the heap registry's total when the thread exits.
+//! Per-call counts (`CallCounts`) live in each thread's heap as plain integers, counted down in
+//! batches that also pace the heap's ticks, and are merged into the heap registry's total
+//! when the thread exits.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -140,27 +141,67 @@ pub mod call {
     ];
 }
 
-/// Per-thread call counts: plain integers bumped by the owning thread only (one `inc` on the
-/// fast path, no atomic), summed with the other threads' when a report is made.
-#[derive(Clone, Copy, Default)]
+/// Calls per batch of a thread's count of one entry point: each count runs down from this to
+/// zero, and the call that ends a batch lets the heap tick (`heap::calls_batch_done`), so a
+/// program that stays on the fast paths still gives back memory that has gone idle, and the
+/// fast paths pay a single conditional jump for it.
+pub const CALLS_PER_BATCH: u32 = 4096;
+
+/// Per-thread call counts: plain integers changed by the owning thread only (one decrement
+/// on the fast path, no atomic), summed with the other threads' when a report is made.
+#[derive(Clone, Copy)]
 #[repr(C)]
 pub struct CallCounts {
-    pub n: [u64; call::COUNT],
+    /// Calls left in the current batch, per entry point.
+    left: [u32; call::COUNT],
+    /// Calls of the batches completed so far.
+    done: [u64; call::COUNT],
 }
 
 impl CallCounts {
-    pub const ZERO: CallCounts = CallCounts {
+    pub const NEW: CallCounts = CallCounts {
+        left: [CALLS_PER_BATCH; call::COUNT],
+        done: [0; call::COUNT],
+    };
+    /// Counts a call of entry point `which`; true when it ends a batch, and then the caller
+    /// must call `next_batch` before the next `bump` of `which`.
+    #[inline(always)]
+    pub fn bump(&mut self, which: usize) -> bool {
+        if which < call::COUNT {
+            self.left[which] -= 1;
+            self.left[which] == 0
+        } else {
+            false
+        }
+    }
+    #[cold]
+    pub fn next_batch(&mut self, which: usize) {
+        self.done[which] += CALLS_PER_BATCH as u64;
+        self.left[which] = CALLS_PER_BATCH;
+    }
+    /// Counts a call and starts the next batch if needed (where no tick is wanted).
+    #[inline]
+    pub fn bump_and_roll(&mut self, which: usize) {
+        if self.bump(which) {
+            self.next_batch(which);
+        }
+    }
+    /// Adds these counts to `t`.
+    pub fn add_to(&self, t: &mut CallTotals) {
+        for i in 0..call::COUNT {
+            t.n[i] += self.done[i] + (CALLS_PER_BATCH - self.left[i]) as u64;
+        }
+    }
+}
+
+/// Call counts summed over threads, for reports.
+#[derive(Clone, Copy, Default)]
+pub struct CallTotals {
+    pub n: [u64; call::COUNT],
+}
+
+impl CallTotals {
+    pub const ZERO: CallTotals = CallTotals {
         n: [0; call::COUNT],
     };
-    pub fn merge(&mut self, o: &CallCounts) {
-        for (a, b) in self.n.iter_mut().zip(o.n.iter()) {
-            *a += b;
-        }
-    }
-    #[inline(always)]
-    pub fn bump(&mut self, which: usize) {
-        if which < call::COUNT {
-            self.n[which] += 1;
-        }
-    }
 }
