@@ -189,9 +189,15 @@ const SWEEP_INTERVAL_MS: u32 = 2;
 /// rate. Only blocks that stayed free from one sweep to the next are discarded (see
 /// `pool::DISCARD_MARK_WORD`), so that blocks a program keeps reusing are not discarded and
 /// faulted in again; ticks go on sweeping until no free block holds its pages.
+/// Before carving a new block, a request takes a free block of a slightly larger class
+/// (`pop_multi_page`), as glibc's best fit would.
 #[inline(never)]
 pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
-    let p = alloc_class::<CALL>(class);
+    let heap = tls::heap();
+    let mut p = pop_multi_page::<CALL>(heap, class);
+    if p.is_null() {
+        p = alloc_slow(class, CALL);
+    }
     let heap = tls::heap();
     if p.is_null() || heap == dead() {
         return p;
@@ -207,6 +213,42 @@ pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
         }
     }
     p
+}
+
+/// How many classes above its own a multi-page request may take a free block from: two are
+/// at most half as large again. Only the tail of such a block goes unused, and it costs no
+/// page the program does not touch; carving a block of the request's own class would touch
+/// new pages while the free larger one waits for a sweep.
+const BORROW_CLASSES: usize = 2;
+
+/// A free block of `class`, or else of one of the `BORROW_CLASSES` classes above it, from the
+/// free lists of `heap`'s head pools (no carving, no other pool); null if there is none.
+/// Pool accounting needs nothing special: the block stays a block of its own pool, and
+/// `free` and `malloc_usable_size` find its size there.
+#[inline(always)]
+fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
+    if heap.is_null() {
+        return ptr::null_mut();
+    }
+    let last = if class + BORROW_CLASSES < NUM_CLASSES {
+        class + BORROW_CLASSES
+    } else {
+        NUM_CLASSES - 1
+    };
+    for c in class..=last {
+        // SAFETY: a non-null TLS heap is this thread's heap or DEAD, whose lists are all
+        // EMPTY_POOL (its pop fails before anything is written); c < NUM_CLASSES.
+        unsafe {
+            let b = (**(*heap).avail.get_unchecked(c)).pop();
+            if !b.is_null() {
+                if (*heap).counts.bump(CALL) {
+                    calls_batch_done(heap, CALL);
+                }
+                return b as *mut u8;
+            }
+        }
+    }
+    ptr::null_mut()
 }
 
 /// Sweeps if the last sweep is `SWEEP_INTERVAL_MS` old.
@@ -967,6 +1009,49 @@ mod tests {
                 round(&mut blocks);
             }
             assert_eq!(stats::global().pools_acquired.get(), before);
+            assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A multi-page request whose class has no free block takes the free block of a class at
+    /// most `BORROW_CLASSES` above it, and only such a class's.
+    #[test]
+    fn multi_page_requests_take_free_blocks_of_slightly_larger_classes() {
+        use crate::size_class::{class_of, class_size};
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            // A fresh thread: its heap has no pool of these classes yet.
+            let (near, far, request) = (28000, 30000, 17000);
+            assert_eq!(class_of(near), class_of(request) + super::BORROW_CLASSES);
+            assert!(class_of(far) > class_of(request) + super::BORROW_CLASSES);
+            // SAFETY: every pointer freed or measured below was just allocated and is live.
+            unsafe {
+                let a = alloc::malloc(near);
+                alloc::free(a, "free");
+                let b = alloc::malloc(request);
+                assert_eq!(b, a, "the free {near}-byte block was not reused");
+                assert_eq!(
+                    alloc::usable_size(b, "malloc_usable_size"),
+                    class_size(class_of(near))
+                );
+                let c = alloc::malloc(far);
+                alloc::free(c, "free");
+                let d = alloc::malloc(request);
+                assert_ne!(
+                    d,
+                    c,
+                    "a block {} classes up was taken",
+                    class_of(far) - class_of(request)
+                );
+                assert_eq!(
+                    alloc::usable_size(d, "malloc_usable_size"),
+                    class_size(class_of(request))
+                );
+                alloc::free(b, "free");
+                alloc::free(d, "free");
+            }
             assert_eq!(alloc::check(), 0);
         })
         .join()
