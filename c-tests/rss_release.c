@@ -27,7 +27,11 @@
  * Phase 7 (strict only, reported in every mode): like phases 4 and 5, but afterwards the
  * program only frees and allocates again one block of a size it uses all the time (as a
  * CPython benchmark loop does): no call needs new memory, yet what was freed must still leave
- * the resident set. */
+ * the resident set.
+ * Phase 8 (strict only, reported in every mode): a large block freed for the first time
+ * leaves the resident set at once (most big buffers are allocated once); one that a loop
+ * allocates, fills and frees for 100 ms keeps its pages after the first rounds (few page
+ * faults). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -383,6 +387,53 @@ int main(void)
     if (!ok7 && strict) {
         fprintf(stderr, "rss_release: FAIL: memory freed before a loop that only reuses its "
                         "free lists is still resident 50 ms later\n");
+        failures++;
+    }
+
+    /* Phase 8: a large block freed once leaves at once; one in constant reuse stays. 640 KiB:
+     * no block cached by an earlier phase serves it (they are 512 KiB and 1 MiB). */
+    size_t big8 = 640 * 1024;
+    size_t base8 = rss_bytes();
+    unsigned char *blk8 = malloc(big8);
+    CHECK(blk8 != NULL, "malloc(640 KiB)");
+    memset(blk8, 0x88, big8);
+    size_t peak8 = rss_bytes();
+    CHECK(peak8 >= base8 + big8 / 10 * 9, "RSS rose only %.2f MiB for a touched 640 KiB block",
+          mib((long long)peak8 - (long long)base8));
+    free(blk8);
+    size_t freed8 = rss_bytes();
+    size_t limit8 = base8 + big8 / 10;
+    int ok8a = freed8 <= limit8;
+    getrusage(RUSAGE_SELF, &ru0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long iters8 = 0;
+    do {
+        unsigned char *b8 = malloc(big8);
+        CHECK(b8 != NULL, "malloc(640 KiB)");
+        memset(b8, (int)(iters8 & 0xff), big8);
+        free(opaque(b8));
+        iters8++;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
+    getrusage(RUSAGE_SELF, &ru1);
+    long faults8 = ru1.ru_minflt - ru0.ru_minflt;
+    /* 160 pages: faulted in by the first round and, once more, by the second (the first free
+     * gave them back); a block losing its pages at every free would fault them in each time. */
+    long pages8 = (long)(big8 / 4096);
+    int ok8b = faults8 <= 3 * pages8;
+    printf("rss_release: phase 8 (a 640 KiB block freed once: RSS base %.2f, peak %.2f, after "
+           "free %.2f MiB (limit %.2f) %s; then freed and allocated again for 100 ms, %ld times: "
+           "%ld page faults (limit %ld) %s)\n",
+           mib((long long)base8), mib((long long)peak8), mib((long long)freed8),
+           mib((long long)limit8), verdict(ok8a, strict), iters8, faults8, 3 * pages8,
+           verdict(ok8b, strict));
+    if (!ok8a && strict) {
+        fprintf(stderr, "rss_release: FAIL: a large block freed once is still resident\n");
+        failures++;
+    }
+    if (!ok8b && strict) {
+        fprintf(stderr, "rss_release: FAIL: a large block in constant reuse keeps losing its "
+                        "pages\n");
         failures++;
     }
 

@@ -12,11 +12,14 @@
 //! kept pools, `stats::idle_bytes`), evicting (unmapping) the oldest entries to make room, and
 //! is reused by a request it fits with at most a quarter to spare. A block larger than the
 //! bound is unmapped at once; `malloc_trim` empties the cache. The cache only reuses whole
-//! blocks: it does not split or merge them as tcmalloc's page heap does. A block that waits
-//! in the cache for the purge delay has its pages discarded (by heap ticks, see
-//! `discard_idle`): it still saves the map and unmap calls when reused, and no
-//! longer holds memory (nor counts as idle memory) while it waits; it then reads as zero,
-//! which calloc uses.
+//! blocks: it does not split or merge them as tcmalloc's page heap does.
+//! Only a mapping that has already been reused once keeps its pages in the cache, and only
+//! for the purge delay (then heap ticks discard them, see `discard_idle`): one freed for the
+//! first time gives its pages back at once, as glibc's munmap would, because most big
+//! buffers are allocated once (CPython frees a 160 KiB one at the end of its imports) and a
+//! loop shows itself at its second round. A cached block without its pages still saves the
+//! map and unmap calls when reused, holds no memory (nor counts as idle memory) while it
+//! waits, and reads as zero, which calloc uses.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
 use core::ptr;
@@ -34,8 +37,11 @@ pub struct Large {
     pub size: usize,
     /// Freed and waiting in the cache.
     pub cached: bool,
-    /// Cached, and its pages already given back (`discard_idle`): it reads as zero.
+    /// Cached, and its pages already given back: it reads as zero.
     discarded: bool,
+    /// The mapping has been taken from the cache before: its size is one the program asks
+    /// for again, so it keeps its pages while cached (for the purge delay).
+    reused: bool,
     /// When it entered the cache (`os::now_ms`).
     cached_at_ms: u32,
     next_spare: *mut Large,
@@ -192,7 +198,10 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         let l = take_cached(len);
         if !l.is_null() {
             // SAFETY: the header is ours now.
-            let (base, size, zero) = unsafe { ((*l).base, (*l).size, (*l).discarded) };
+            let (base, size, zero) = unsafe {
+                (*l).reused = true;
+                ((*l).base, (*l).size, (*l).discarded)
+            };
             let g = stats::global();
             g.large_live.add(1);
             g.large_bytes.add(size);
@@ -220,6 +229,7 @@ fn map_new(len: usize, align: usize) -> *mut u8 {
         (*l).size = len;
         (*l).cached = false;
         (*l).discarded = false;
+        (*l).reused = false;
     }
     if !addr_map::register(base as usize, len, l as usize) {
         // SAFETY: as above.
@@ -290,6 +300,12 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
         if len > budget {
             return unmap(l);
         }
+        // A first free gives the pages back now, outside the lock (see the module comment).
+        let keep_pages = (*l).reused;
+        if !keep_pages {
+            os::discard((*l).base, len);
+            g.bytes_returned.add(len);
+        }
         let mut c = CACHE.lock();
         // Make room by unmapping the oldest entries: the block freed last is the likeliest to
         // be asked for again (a buffer allocated and freed in a loop).
@@ -298,13 +314,15 @@ pub unsafe fn free(l: *mut Large, p: usize, api: &str) {
             unmap(oldest);
         }
         (*l).cached = true;
-        (*l).discarded = false;
+        (*l).discarded = !keep_pages;
         (*l).cached_at_ms = os::now_ms();
         let n = c.len;
         c.blocks[n] = l;
         c.len += 1;
         g.large_cached.add(len);
-        g.large_cached_resident.add(len);
+        if keep_pages {
+            g.large_cached_resident.add(len);
+        }
     }
 }
 
