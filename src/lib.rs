@@ -44,7 +44,8 @@
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
 //! resident while its pool lives: the heap that owns them discards their inner pages in
 //! sweeps (`heap::alloc_multi_page`, at most every 2 ms) once a block has stayed free from
-//! one sweep to the next, so a block the program keeps reusing keeps its pages.
+//! one sweep to the next, so a block the program keeps reusing keeps its pages; and a request
+//! over 8 KiB takes a free block up to two classes larger before carving a new one.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;
