@@ -31,7 +31,9 @@
  * Phase 8 (strict only, reported in every mode): a large block freed for the first time
  * leaves the resident set at once (most big buffers are allocated once); one that a loop
  * allocates, fills and frees for 100 ms keeps its pages after the first rounds (few page
- * faults). */
+ * faults).
+ * Phase 9 (strict only, reported in every mode): as phase 3 with blocks of whole pages (16 and
+ * 64 KiB): once swept, a freed block keeps no page at all, not even its first one. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -208,8 +210,9 @@ int main(void)
             free(opaque(malloc(40000)));
     }
     size_t swept3 = rss_bytes();
-    /* What may stay: the live blocks, each freed block's first page (it holds the free-list
-     * link), and 10% of the freed bytes for whatever else the allocator keeps. */
+    /* What may stay: the live blocks, a page per freed block (the pages a block shares with
+     * its neighbours), and 10% of the freed bytes for whatever else the allocator keeps.
+     * Phase 9 checks blocks of whole pages without that allowance. */
     size_t limit3 = base3 + live3 + nfreed3 * 4096 + freed3 / 10;
     int ok3 = swept3 <= limit3;
     printf("rss_release: phase 3 (multi-page blocks, 1 in 8 live): RSS base %.1f, peak %.1f, "
@@ -436,6 +439,58 @@ int main(void)
                         "pages\n");
         failures++;
     }
+
+    /* Phase 9: freed blocks of whole pages leave entirely, first page included. */
+    enum { N9 = 48 };
+    static void *p9[2][N9];
+    static const size_t size9[2] = {16384, 65536};
+    /* Idle memory of the earlier phases would leave during this one and hide its figures. */
+    malloc_trim(0);
+    size_t base9 = rss_bytes(), live9 = 0, freed9 = 0;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N9; i++) {
+            p9[s][i] = malloc(size9[s]);
+            CHECK(p9[s][i] != NULL, "malloc(%zu)", size9[s]);
+            memset(p9[s][i], 0x99, size9[s]);
+        }
+    size_t peak9 = rss_bytes();
+    /* glibc serves these from memory earlier phases freed: there is nothing to see then. */
+    int measured9 = peak9 >= base9 + (size_t)N9 * (size9[0] + size9[1]) / 10 * 9;
+    CHECK(measured9 || !strict, "RSS rose only %.2f MiB in phase 9",
+          mib((long long)peak9 - (long long)base9));
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N9; i++) {
+            if (i % 8 == 0) {
+                live9 += size9[s];
+                continue;
+            }
+            free(p9[s][i]);
+            p9[s][i] = NULL;
+            freed9 += size9[s];
+        }
+    for (int sweep = 0; sweep < 2; sweep++) {
+        wait_ms(30);
+        for (int i = 0; i < 16; i++)
+            free(opaque(malloc(40000)));
+    }
+    size_t swept9 = rss_bytes();
+    /* 2% of the freed bytes and 128 KiB for the rest; keeping the first page of each of the
+     * 84 freed blocks would take 336 KiB. */
+    size_t limit9 = base9 + live9 + freed9 / 50 + 128 * 1024;
+    int ok9 = swept9 <= limit9;
+    printf("rss_release: phase 9 (16 and 64 KiB blocks, 1 in 8 live): RSS base %.2f, peak %.2f, "
+           "after the sweeps %.2f MiB (limit %.2f) %s\n",
+           mib((long long)base9), mib((long long)peak9), mib((long long)swept9),
+           mib((long long)limit9),
+           measured9 ? verdict(ok9, strict) : "not measured (memory freed earlier was reused)");
+    if (!ok9 && strict) {
+        fprintf(stderr, "rss_release: FAIL: freed blocks of whole pages keep pages after the "
+                        "sweeps\n");
+        failures++;
+    }
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N9; i += 8)
+            free(p9[s][i]);
 
     if (failures)
         return 1;

@@ -19,8 +19,8 @@ use crate::os::{self, PAGE_SIZE};
 use crate::pool::Block;
 use crate::remote;
 use crate::size_class::{
-    class_of, class_of_small, class_size, MULTI_PAGE_ABOVE, NUM_CLASSES, POOLED_MAX,
-    SMALL_LOOKUP_MAX,
+    class_of, class_of_small, class_size, FIRST_MULTI_PAGE_CLASS, MULTI_PAGE_ABOVE, NUM_CLASSES,
+    POOLED_MAX, SMALL_LOOKUP_MAX,
 };
 use crate::tls;
 
@@ -340,6 +340,9 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
         let mut c = class_of(size.max(align));
         while c < NUM_CLASSES {
             if class_size(c).is_multiple_of(align) {
+                if c >= FIRST_MULTI_PAGE_CLASS {
+                    return heap::alloc_multi_page_exact::<{ call::ALIGNED }>(c);
+                }
                 return heap::alloc_class::<{ call::ALIGNED }>(c);
             }
             c += 1;

@@ -152,8 +152,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         let was_dirty = (*pool).carved > 0;
         (*pool).state = PoolState::Free;
         (*pool).block_size = 0;
-        (*pool).carved = 0;
-        (*pool).free = ptr::null_mut();
+        (*pool).forget_blocks();
         (*pool).next = (*arena).free_pools;
         (*arena).free_pools = pool;
         (*arena).nfree += 1;

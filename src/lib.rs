@@ -42,8 +42,9 @@
 //! free pools go without waiting, past four times it all of them. An arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
-//! resident while its pool lives: the heap that owns them discards their inner pages in
-//! sweeps (`heap::alloc_multi_page`, at most every 2 ms) once a block has stayed free from
+//! resident while its pool lives: the heap that owns them gives their pages back in sweeps
+//! (`heap::alloc_multi_page`, at most every 2 ms; the free list's link moves to a bitmap in
+//! the pool descriptor, so the first page goes too) once a block has stayed free from
 //! one sweep to the next, so a block the program keeps reusing keeps its pages; and a request
 //! over 8 KiB takes a free block up to two classes larger before carving a new one.
 //!

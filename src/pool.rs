@@ -41,15 +41,24 @@ pub struct Block {
 }
 
 /// Free blocks of the multi-page classes carry a third word, the mark sweeps leave
-/// (`discard_inner_pages`): the first sweep that finds a block free marks it *seen*; the next
-/// one, if the block is still free and still marked, discards its inner pages and marks it
-/// *discarded*, which later sweeps skip. So only a block that stayed free for a whole sweep
-/// interval loses its pages: one freed and allocated again in a loop keeps them. Allocation
-/// clears the mark (`clear_discard_mark`). A block whose mark survives reuse (the program
-/// never wrote its third word) only delays or skips a discard: no harm but a missed page.
+/// (`discard_free_blocks`): the first sweep that finds a block free marks it *seen*; the next
+/// one, if the block is still free and still marked, takes it off the free list into the
+/// pool's *discarded set* and gives back every page lying wholly inside it, the first one
+/// included (the set is a bitmap in the descriptor, so the block's memory holds nothing the
+/// pool needs). So only a block that stayed free for a whole sweep interval loses its pages:
+/// one freed and allocated again in a loop keeps them. Allocation clears the mark
+/// (`clear_discard_mark`). A block whose mark survives reuse (the program never wrote its
+/// third word) is only discarded one sweep early when freed again: no harm.
+///
+/// A discarded block whose first page went back reads as zero, so freeing it again does not
+/// meet the freed key: that double free is caught later, before any harm, when the block is
+/// popped from the free list while still in the set (`heap::alloc_multi_page`), when a sweep
+/// finds it in both, or when the pool is about to be given back (`heap::release`).
 const DISCARD_MARK_WORD: usize = 2;
 const SEEN_SALT: usize = 0x5157_e9ed_d15c_a4d0;
-const DISCARDED_SALT: usize = 0x2c4b_93e0_77a1_6f95;
+/// Bits in the discarded set: every multi-page pool holds fewer blocks (a 1 MiB pool holds at
+/// most 102 blocks of 10 KiB).
+const DISCARDED_SET_BITS: usize = 128;
 
 /// Clears the discard mark of a block of a multi-page class just handed to the program.
 ///
@@ -125,7 +134,11 @@ pub struct Pool {
     /// `FULL_BIAS` while the pool is Full: so free's single test `used <= 0` after the
     /// decrement catches both "now empty" and "was full".
     pub used: i32,
-    _pad2: [u8; 52],
+    /// The discarded set: bit i is set when block i is free, on no list, and its whole pages
+    /// have been given back (multi-page classes only, see `DISCARD_MARK_WORD`). Owner only;
+    /// on this line because multi-page allocations test it.
+    discarded: [u64; 2],
+    _pad2: [u8; 32],
     // ---- line 3: other threads' frees, and list links (slow paths) ----
     pub thread_free: AtomicPtr<Block>,
     /// Links in the heap class list, heap full list, arena free list or abandoned list.
@@ -186,7 +199,8 @@ impl Pool {
         _pad1: [0; 4],
         free: ptr::null_mut(),
         used: 0,
-        _pad2: [0; 52],
+        discarded: [0; 2],
+        _pad2: [0; 32],
         thread_free: AtomicPtr::new(ptr::null_mut()),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
@@ -205,6 +219,7 @@ impl Pool {
         self.free = ptr::null_mut();
         self.used = 0;
         self.carved = 0;
+        self.discarded = [0; 2];
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
     }
 
@@ -339,42 +354,134 @@ impl Pool {
         true
     }
 
-    /// Returns to the OS the pages lying wholly inside the free blocks of the owner's list
-    /// that were already free at the previous sweep (see `DISCARD_MARK_WORD`), or of all of
-    /// them with `all`, except each block's first page, which holds the list link, the freed
-    /// key and the mark. For the multi-page classes, whose freed blocks would otherwise stay
-    /// resident as long as any block of the pool lives. Returns the bytes discarded, and
-    /// whether it marked blocks for the next sweep.
+    /// Moves the free blocks of the owner's list that were already free at the previous sweep
+    /// (see `DISCARD_MARK_WORD`), or all of them with `all`, into the discarded set, giving
+    /// back the pages lying wholly inside each; marks the others for the next sweep. For the
+    /// multi-page classes, whose freed blocks would otherwise stay resident as long as any
+    /// block of the pool lives. Returns the bytes discarded, and whether it marked blocks.
+    /// A block found both on the list and in the set was freed twice: that aborts.
     ///
     /// # Safety
     /// Only the owner thread may call this; blocks must be larger than two pages.
-    pub unsafe fn discard_inner_pages(&mut self, all: bool) -> (usize, bool) {
+    pub unsafe fn discard_free_blocks(&mut self, all: bool) -> (usize, bool) {
+        debug_assert!(self.capacity as usize <= DISCARDED_SET_BITS);
         let size = self.block_size as usize;
         let page = crate::os::PAGE_SIZE;
         let mut discarded = 0;
         let mut marked = false;
-        let mut b = self.free;
-        while !b.is_null() {
-            let at = b as usize;
-            // SAFETY: blocks on `free` are ours until allocated, and have at least three words.
-            unsafe {
+        let mut link: *mut *mut Block = &mut self.free;
+        // SAFETY: blocks on `free` are ours until allocated, and have at least three words;
+        // `link` always points at the `free` head or at the `next` word of a listed block.
+        unsafe {
+            while !(*link).is_null() {
+                let b = *link;
+                let at = b as usize;
                 let word = (b as *mut usize).add(DISCARD_MARK_WORD);
-                if *word == at ^ SEEN_SALT || (all && *word != at ^ DISCARDED_SALT) {
-                    let from = (at + (DISCARD_MARK_WORD + 1) * 8 + page - 1) & !(page - 1);
-                    let to = (at + size) & !(page - 1);
-                    if to > from {
-                        crate::os::discard(from as *mut u8, to - from);
-                        discarded += to - from;
-                    }
-                    *word = at ^ DISCARDED_SALT;
-                } else if *word != at ^ DISCARDED_SALT {
+                if !all && *word != at ^ SEEN_SALT {
                     *word = at ^ SEEN_SALT;
                     marked = true;
+                    link = &mut (*b).next;
+                    continue;
                 }
-                b = (*b).next;
+                *link = (*b).next;
+                let Some(i) = self.block_index(at) else {
+                    crate::diag::fatal("free", "heap corruption: foreign block on a free list", at);
+                };
+                if self.in_discarded_set(i) {
+                    crate::diag::fatal("free", "double free detected for", at);
+                }
+                self.discarded[i as usize / 64] |= 1 << (i % 64);
+                let from = (at + page - 1) & !(page - 1);
+                let to = (at + size) & !(page - 1);
+                if to > from {
+                    crate::os::discard(from as *mut u8, to - from);
+                    discarded += to - from;
+                }
             }
         }
         (discarded, marked)
+    }
+
+    #[inline]
+    fn in_discarded_set(&self, i: u32) -> bool {
+        (i as usize) < DISCARDED_SET_BITS && self.discarded[i as usize / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Is `p` a block of this pool that is in the discarded set?
+    pub fn holds_discarded(&self, p: usize) -> bool {
+        self.block_index(p)
+            .is_some_and(|i| self.in_discarded_set(i))
+    }
+
+    /// Is the discarded set non-empty?
+    #[inline(always)]
+    pub fn has_discarded(&self) -> bool {
+        self.discarded != [0; 2]
+    }
+
+    /// Aborts if `b`, just popped from the free list, is also in the discarded set: it was
+    /// freed a second time after a sweep had discarded it, and handing it out would give it
+    /// out twice (see `DISCARD_MARK_WORD`). Call it when `has_discarded`.
+    #[cold]
+    #[inline(never)]
+    pub fn check_popped(&self, b: *mut Block) {
+        if self.holds_discarded(b as usize) {
+            crate::diag::fatal("free", "double free detected for", b as usize);
+        }
+    }
+
+    /// Blocks in the discarded set.
+    pub fn discarded_count(&self) -> u32 {
+        self.discarded[0].count_ones() + self.discarded[1].count_ones()
+    }
+
+    /// Takes a block out of the discarded set (the lowest, so the pool's front fills first);
+    /// null if the set is empty. Counted in `used` like a pop.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn take_discarded(&mut self) -> *mut Block {
+        let w = if self.discarded[0] != 0 {
+            0
+        } else if self.discarded[1] != 0 {
+            1
+        } else {
+            return ptr::null_mut();
+        };
+        let bit = self.discarded[w].trailing_zeros() as usize;
+        self.discarded[w] &= !(1 << bit);
+        self.used += 1;
+        let i = w * 64 + bit;
+        // SAFETY: a block in the set is a carved block of this pool, and now ours to hand
+        // out. Its first words survive when they share a page with the previous block (which
+        // the sweep could not give back): the freed key must go, as in `pop`.
+        unsafe {
+            let b = self.start.add(i * self.block_size as usize) as *mut Block;
+            (*b).key = 0;
+            b
+        }
+    }
+
+    /// Aborts if a block of the owner's free list is also in the discarded set (it was freed
+    /// twice). Run before an empty pool is given back, where such a block would otherwise
+    /// let a live block's memory be reused.
+    ///
+    /// # Safety
+    /// Only the owner thread (or a holder of the abandoned-list lock) may call this.
+    pub unsafe fn check_discarded_set(&self) {
+        if !self.has_discarded() {
+            return;
+        }
+        let mut b = self.free;
+        let mut steps = 0;
+        while !b.is_null() && steps <= self.capacity {
+            if self.holds_discarded(b as usize) {
+                crate::diag::fatal("free", "double free detected for", b as usize);
+            }
+            // SAFETY: blocks on `free` are free blocks of this pool.
+            b = unsafe { (*b).next };
+            steps += 1;
+        }
     }
 
     /// Discards the pages of an empty pool's carved blocks and forgets them (the pool is then
@@ -388,17 +495,26 @@ impl Pool {
         let len = (self.carved as usize * self.block_size as usize + page - 1) & !(page - 1);
         // SAFETY: the carved blocks are ours and unused; the range lies inside the pool.
         unsafe { crate::os::discard(self.start, len) };
-        self.carved = 0;
-        self.free = ptr::null_mut();
+        self.forget_blocks();
         len
     }
 
-    /// Does the owner's free list or thread_free list hold `b`? (Used only to confirm a
-    /// suspected double free, so a linear walk is fine.)
+    /// Forgets every block of a pool with none in use: nothing is carved any more.
+    pub fn forget_blocks(&mut self) {
+        self.carved = 0;
+        self.free = ptr::null_mut();
+        self.discarded = [0; 2];
+    }
+
+    /// Does the owner's free list, thread_free list or discarded set hold `b`? (Used only to
+    /// confirm a suspected double free, so a linear walk is fine.)
     ///
     /// # Safety
     /// Only the owner thread may call this.
     pub unsafe fn holds_free_block(&self, b: *mut Block) -> bool {
+        if self.holds_discarded(b as usize) {
+            return true;
+        }
         let mut lists = [self.free, self.thread_free.load(Ordering::Acquire)];
         for head in lists.iter_mut() {
             let mut cur = *head;

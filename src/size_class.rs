@@ -32,8 +32,8 @@ const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 48];
 
 /// Requests above this many bytes get a *multi-page* class (blocks of more than two pages, in
 /// the 1 MiB pools). A freed block of those keeps its pages while any block of its pool lives,
-/// and each class has its own pool, so the heap sweeps their free blocks' inner pages back to
-/// the OS (`heap::alloc_multi_page`).
+/// and each class has its own pool, so the heap sweeps their free blocks' pages back to the
+/// OS (`heap::alloc_multi_page`).
 pub const MULTI_PAGE_ABOVE: usize = 8192;
 /// The first multi-page class.
 pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
