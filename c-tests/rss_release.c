@@ -99,13 +99,51 @@ static void free_all_shuffled(uint64_t *rng, size_t nb)
 #define P3_PER_SIZE 48
 static void *p3[P3_SIZES][P3_PER_SIZE];
 
+/* Milliseconds of the monotonic clock since t0. */
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
 static void wait_ms(long ms)
 {
-    struct timespec t0, t;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    do
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+    while (ms_since(&t0) < ms)
+        ;
+}
+
+static long minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
+/* Lets the allocator's sweeps of multi-page blocks run twice (they are rate-limited to one per
+ * 2 ms and follow such allocations; a block is discarded when free at two sweeps in a row):
+ * twice 30 ms of the monotonic clock and 640 KB of such allocations. */
+static void let_two_sweeps_run(void)
+{
+    for (int sweep = 0; sweep < 2; sweep++) {
+        wait_ms(30);
+        for (int i = 0; i < 16; i++)
+            free(opaque(malloc(40000)));
+    }
+}
+
+/* A block of n bytes, every byte written; RSS must rise by 90% of it (the measurement works). */
+static unsigned char *touched_block(size_t n, int fill, size_t base, size_t *peak)
+{
+    unsigned char *b = malloc(n);
+    CHECK(b != NULL, "malloc(%zu)", n);
+    memset(b, fill, n);
+    *peak = rss_bytes();
+    CHECK(*peak >= base + n / 10 * 9, "RSS rose only %.2f MiB for a touched %zu-byte block",
+          (double)((long long)*peak - (long long)base) / 1048576.0, n);
+    return b;
 }
 
 /* How a bound came out: asserted only in strict mode (poolmalloc). */
@@ -202,13 +240,8 @@ int main(void)
             nfreed3++;
         }
     size_t after_free3 = rss_bytes();
-    /* Two sweeps, each after 30 ms and 640 KB of such allocations: the first marks the
-     * blocks that are free, the second discards those still free. */
-    for (int sweep = 0; sweep < 2; sweep++) {
-        wait_ms(30);
-        for (int i = 0; i < 16; i++)
-            free(opaque(malloc(40000)));
-    }
+    /* The first sweep marks the blocks that are free, the second discards those still free. */
+    let_two_sweeps_run();
     size_t swept3 = rss_bytes();
     /* What may stay: the live blocks, a page per freed block (the pages a block shares with
      * its neighbours), and 10% of the freed bytes for whatever else the allocator keeps.
@@ -236,14 +269,8 @@ int main(void)
     enum { N4 = 160 };
     static void *p4[N4];
     size_t big = MiB(1);
-    size_t base4 = rss_bytes();
-    unsigned char *blk = malloc(big);
-    CHECK(blk != NULL, "malloc(1 MiB)");
-    memset(blk, 0x5d, big);
-    size_t peak4 = rss_bytes();
-    CHECK(peak4 >= base4 + big / 10 * 9, "RSS rose only %.1f MiB for a touched 1 MiB block",
-          mib((long long)peak4 - (long long)base4));
-    free(blk);
+    size_t base4 = rss_bytes(), peak4;
+    free(touched_block(big, 0x5d, base4, &peak4));
     size_t after_free4 = rss_bytes();
     wait_ms(30);
     /* A few blocks of several sizes: enough to go through the allocator's slow path (new
@@ -314,9 +341,8 @@ int main(void)
     /* Phase 6: buffers that a loop frees and allocates again keep their pages: sweeps only
      * discard blocks that stayed free from one sweep to the next. Counted in page faults over
      * 100 ms of the loop (each iteration touches every page of two 64 KB blocks). */
-    struct rusage ru0, ru1;
-    getrusage(RUSAGE_SELF, &ru0);
-    struct timespec t0, t;
+    long faults0 = minor_faults();
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     long iters6 = 0;
     do {
@@ -328,10 +354,8 @@ int main(void)
         free(opaque(b6));
         free(opaque(c6));
         iters6++;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
-    getrusage(RUSAGE_SELF, &ru1);
-    long faults6 = ru1.ru_minflt - ru0.ru_minflt;
+    } while (ms_since(&t0) < 100);
+    long faults6 = minor_faults() - faults0;
     /* 64 KB is 16 pages: the first touch of both is 32 faults, plus 16 of slack; a discard
      * at every sweep (one per 2 to 10 ms) would fault them in again dozens of times. */
     int ok6 = faults6 <= 48;
@@ -376,8 +400,7 @@ int main(void)
             free(opaque(q));
         }
         iters7 += 1000;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 50);
+    } while (ms_since(&t0) < 50);
     size_t aged7 = rss_bytes();
     size_t limit7 = base7 + (peak7 - base7) / 4;
     int ok7 = aged7 <= limit7;
@@ -396,18 +419,12 @@ int main(void)
     /* Phase 8: a large block freed once leaves at once; one in constant reuse stays. 640 KiB:
      * no block cached by an earlier phase serves it (they are 512 KiB and 1 MiB). */
     size_t big8 = 640 * 1024;
-    size_t base8 = rss_bytes();
-    unsigned char *blk8 = malloc(big8);
-    CHECK(blk8 != NULL, "malloc(640 KiB)");
-    memset(blk8, 0x88, big8);
-    size_t peak8 = rss_bytes();
-    CHECK(peak8 >= base8 + big8 / 10 * 9, "RSS rose only %.2f MiB for a touched 640 KiB block",
-          mib((long long)peak8 - (long long)base8));
-    free(blk8);
+    size_t base8 = rss_bytes(), peak8;
+    free(touched_block(big8, 0x88, base8, &peak8));
     size_t freed8 = rss_bytes();
     size_t limit8 = base8 + big8 / 10;
     int ok8a = freed8 <= limit8;
-    getrusage(RUSAGE_SELF, &ru0);
+    faults0 = minor_faults();
     clock_gettime(CLOCK_MONOTONIC, &t0);
     long iters8 = 0;
     do {
@@ -416,10 +433,8 @@ int main(void)
         memset(b8, (int)(iters8 & 0xff), big8);
         free(opaque(b8));
         iters8++;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
-    getrusage(RUSAGE_SELF, &ru1);
-    long faults8 = ru1.ru_minflt - ru0.ru_minflt;
+    } while (ms_since(&t0) < 100);
+    long faults8 = minor_faults() - faults0;
     /* 160 pages: faulted in by the first round and, once more, by the second (the first free
      * gave them back); a block losing its pages at every free would fault them in each time. */
     long pages8 = (long)(big8 / 4096);
@@ -468,11 +483,7 @@ int main(void)
             p9[s][i] = NULL;
             freed9 += size9[s];
         }
-    for (int sweep = 0; sweep < 2; sweep++) {
-        wait_ms(30);
-        for (int i = 0; i < 16; i++)
-            free(opaque(malloc(40000)));
-    }
+    let_two_sweeps_run();
     size_t swept9 = rss_bytes();
     /* 2% of the freed bytes and 128 KiB for the rest; keeping the first page of each of the
      * 84 freed blocks would take 336 KiB. */
