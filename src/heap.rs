@@ -374,7 +374,7 @@ const TICK_MS: u32 = 5;
 ///
 /// # Safety
 /// The caller owns `heap`.
-#[inline]
+#[inline(always)]
 unsafe fn tick(heap: *mut Heap) {
     let now = crate::os::now_ms();
     // SAFETY: per the contract.
@@ -492,16 +492,18 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                     b = (*pool).pop();
                 }
                 if !b.is_null() {
-                    if (*pool).has_discarded() {
+                    if class >= FIRST_MULTI_PAGE_CLASS && (*pool).has_discarded() {
                         (*pool).check_popped(b);
                     }
                     return b;
                 }
                 // Blocks a sweep discarded (multi-page classes) before fresh ones: the pages
                 // are gone either way, and carving would grow the pool.
-                let b = (*pool).take_discarded();
-                if !b.is_null() {
-                    return b;
+                if class >= FIRST_MULTI_PAGE_CLASS {
+                    let b = (*pool).take_discarded();
+                    if !b.is_null() {
+                        return b;
+                    }
                 }
                 if (*pool).carve() {
                     return (*pool).pop();
