@@ -465,7 +465,9 @@ unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
                     avail_remove(heap, pool);
                     unkeep(heap, bytes);
                     // It has waited the delay already: its pages go now, and it reaches its
-                    // arena clean rather than waiting there again.
+                    // arena clean rather than waiting there again. (Checked first, as
+                    // `release` does: discarding forgets the discarded set.)
+                    (*pool).check_discarded_set();
                     let discarded = (*pool).discard_carved();
                     stats::global().bytes_returned.add(discarded);
                     release(pool);

@@ -52,8 +52,9 @@ pub struct Block {
 ///
 /// A discarded block whose first page went back reads as zero, so freeing it again does not
 /// meet the freed key: that double free is caught later, before any harm, when the block is
-/// popped from the free list while still in the set (`heap::alloc_multi_page`), when a sweep
-/// finds it in both, or when the pool is about to be given back (`heap::release`).
+/// popped from the free list while still in the set (`check_popped`, on every path that pops
+/// a multi-page class), when a sweep finds it in both, or when the pool is about to be given
+/// back (`check_discarded_set`).
 const DISCARD_MARK_WORD: usize = 2;
 const SEEN_SALT: usize = 0x5157_e9ed_d15c_a4d0;
 /// Bits in the discarded set: every multi-page pool holds fewer blocks (a 1 MiB pool holds at
