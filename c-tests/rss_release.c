@@ -33,7 +33,10 @@
  * allocates, fills and frees for 100 ms keeps its pages after the first rounds (few page
  * faults).
  * Phase 9 (strict only, reported in every mode): as phase 3 with blocks of whole pages (16 and
- * 64 KiB): once swept, a freed block keeps no page at all, not even its first one. */
+ * 64 KiB): once swept, a freed block keeps no page at all, not even its first one.
+ * Phase 10 (strict only, reported in every mode): blocks of a size the program then stops
+ * using (24 KB: allocated once, as CPython's .pyc buffers are) leave at the first sweep after
+ * their free, not the second: only a size in reuse keeps its free blocks a sweep longer. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -122,16 +125,21 @@ static long minor_faults(void)
     return ru.ru_minflt;
 }
 
-/* Lets the allocator's sweeps of multi-page blocks run twice (they are rate-limited to one per
- * 2 ms and follow such allocations; a block is discarded when free at two sweeps in a row):
- * twice 30 ms of the monotonic clock and 640 KB of such allocations. */
+/* Lets the allocator's sweeps of multi-page blocks run once (they are rate-limited to one per
+ * 2 ms and follow such allocations): 30 ms of the monotonic clock, then 640 KB of such
+ * allocations, all of one size (40000 B, which the phases do not use otherwise). */
+static void let_one_sweep_run(void)
+{
+    wait_ms(30);
+    for (int i = 0; i < 16; i++)
+        free(opaque(malloc(40000)));
+}
+
+/* Twice: a block of a size in reuse is discarded when free at two sweeps in a row. */
 static void let_two_sweeps_run(void)
 {
-    for (int sweep = 0; sweep < 2; sweep++) {
-        wait_ms(30);
-        for (int i = 0; i < 16; i++)
-            free(opaque(malloc(40000)));
-    }
+    let_one_sweep_run();
+    let_one_sweep_run();
 }
 
 /* A block of n bytes, every byte written; RSS must rise by 90% of it (the measurement works). */
@@ -502,6 +510,46 @@ int main(void)
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < N9; i += 8)
             free(p9[s][i]);
+
+    /* Phase 10: a size not in reuse leaves at the first sweep. */
+    enum { N10 = 64, S10 = 24000 };
+    static void *p10[N10];
+    malloc_trim(0);
+    size_t base10 = rss_bytes(), live10 = 0, freed10 = 0;
+    for (int i = 0; i < N10; i++) {
+        p10[i] = malloc(S10);
+        CHECK(p10[i] != NULL, "malloc(%d)", S10);
+        memset(p10[i], 0xa0, S10);
+    }
+    size_t peak10 = rss_bytes();
+    int measured10 = peak10 >= base10 + (size_t)N10 * S10 / 10 * 9;
+    CHECK(measured10 || !strict, "RSS rose only %.2f MiB in phase 10",
+          mib((long long)peak10 - (long long)base10));
+    for (int i = 0; i < N10; i++) {
+        if (i % 8 == 0) {
+            live10 += S10;
+            continue;
+        }
+        free(p10[i]);
+        freed10 += S10;
+    }
+    let_one_sweep_run();
+    size_t swept10 = rss_bytes();
+    /* Two pages per freed block for those it shares with its neighbours, and 64 KiB. */
+    size_t limit10 = base10 + live10 + (size_t)(N10 - N10 / 8) * 2 * 4096 + 64 * 1024;
+    int ok10 = swept10 <= limit10;
+    printf("rss_release: phase 10 (24 KB blocks, 1 in 8 live, one sweep): RSS base %.2f, peak "
+           "%.2f, after the sweep %.2f MiB (limit %.2f) %s\n",
+           mib((long long)base10), mib((long long)peak10), mib((long long)swept10),
+           mib((long long)limit10),
+           measured10 ? verdict(ok10, strict) : "not measured (memory freed earlier was reused)");
+    if (!ok10 && strict) {
+        fprintf(stderr, "rss_release: FAIL: freed blocks of a size no longer in use wait for a "
+                        "second sweep\n");
+        failures++;
+    }
+    for (int i = 0; i < N10; i += 8)
+        free(p10[i]);
 
     if (failures)
         return 1;

@@ -43,6 +43,9 @@ pub struct Heap {
     multi_page_bytes: usize,
     /// Free multi-page blocks may still hold their pages: ticks sweep until they do not.
     multi_page_unswept: bool,
+    /// Multi-page classes (bit `class - FIRST_MULTI_PAGE_CLASS`) that took a block from a
+    /// free list since the last sweep: only their free blocks wait for a second sweep.
+    multi_page_reused: u32,
     /// When they were last swept (`os::now_ms`).
     last_sweep_ms: u32,
     /// When this heap last gave back aged idle memory (`tick`).
@@ -52,6 +55,9 @@ pub struct Heap {
     next: *mut Heap,
     prev: *mut Heap,
 }
+
+// `Heap::multi_page_reused` has a bit per multi-page class.
+const _: () = assert!(NUM_CLASSES - FIRST_MULTI_PAGE_CLASS <= 32);
 
 // SAFETY: a heap is touched only by its thread, or under the registry lock when it is not
 // attached to a thread (or, for ORPHAN, under its own lock).
@@ -77,6 +83,7 @@ impl Heap {
             kept_empty: 0,
             multi_page_bytes: 0,
             multi_page_unswept: false,
+            multi_page_reused: 0,
             last_sweep_ms: 0,
             last_tick_ms: 0,
             counts: CallCounts::NEW,
@@ -186,9 +193,10 @@ const SWEEP_INTERVAL_MS: u32 = 2;
 /// a block of a different size. glibc reuses freed memory across sizes; we instead give the
 /// pages of free multi-page blocks back to the OS, in sweeps that follow allocation
 /// (a program that allocates such blocks frees them too) and in heap ticks, at a bounded
-/// rate. Only blocks that stayed free from one sweep to the next are discarded (see
-/// `pool::DISCARD_MARK_WORD`), so that blocks a program keeps reusing are not discarded and
-/// faulted in again; ticks go on sweeping until no free block holds its pages.
+/// rate. In a class the program reuses, only blocks that stayed free from one sweep to the next
+/// are discarded (see `pool::DISCARD_MARK_WORD` and `sweep_multi_page`), so that blocks a
+/// program keeps reusing are not discarded and faulted in again; ticks go on sweeping until
+/// no free block holds its pages.
 /// Before carving a new block, a request takes a free block of a slightly larger class
 /// (`pop_multi_page`), as glibc's best fit would.
 #[inline(never)]
@@ -277,6 +285,7 @@ fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
             let pool = *(*heap).avail.get_unchecked(c);
             let b = (*pool).pop();
             if !b.is_null() {
+                (*heap).multi_page_reused |= 1 << (c - FIRST_MULTI_PAGE_CLASS);
                 if (*pool).has_discarded() {
                     (*pool).check_popped(b);
                 }
@@ -307,7 +316,9 @@ unsafe fn sweep_multi_page_if_due(heap: *mut Heap, now: u32) {
 }
 
 /// Discards the free blocks in `heap`'s multi-page pools that were free at the previous sweep
-/// already, or all of them with `all` (`malloc_trim`; see `Pool::discard_free_blocks`).
+/// already, or all of them with `all` (`malloc_trim`; see `Pool::discard_free_blocks`). A
+/// class that took no block from a free list since the previous sweep is not being reused in
+/// a loop (CPython reads each .pyc into a buffer of its own size): its free blocks go at once.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -318,8 +329,9 @@ unsafe fn sweep_multi_page(heap: *mut Heap, all: bool) {
     unsafe {
         for class in FIRST_MULTI_PAGE_CLASS..NUM_CLASSES {
             let mut pool = (*heap).avail[class];
+            let reused = (*heap).multi_page_reused & (1 << (class - FIRST_MULTI_PAGE_CLASS)) != 0;
             while pool != empty_pool() && !pool.is_null() {
-                let (bytes, marked) = (*pool).discard_free_blocks(all);
+                let (bytes, marked) = (*pool).discard_free_blocks(all || !reused);
                 discarded += bytes;
                 pending |= marked;
                 pool = (*pool).next;
@@ -327,7 +339,10 @@ unsafe fn sweep_multi_page(heap: *mut Heap, all: bool) {
         }
     }
     // SAFETY: as above.
-    unsafe { (*heap).multi_page_unswept = pending };
+    unsafe {
+        (*heap).multi_page_unswept = pending;
+        (*heap).multi_page_reused = 0;
+    }
     stats::global().bytes_returned.add(discarded);
 }
 
