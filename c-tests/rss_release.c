@@ -154,6 +154,40 @@ static unsigned char *touched_block(size_t n, int fill, size_t base, size_t *pea
     return b;
 }
 
+/* Phases 9 and 10: n blocks of each of the sizes (blocks[s * n + i]), every byte written,
+ * then all but every 8th freed, so that no pool empties. Returns the bytes left live; *freed
+ * gets the bytes freed, *peak the RSS before the frees, and *measured whether RSS rose by 90%
+ * of the bytes (glibc may serve them from memory earlier phases freed: nothing to see then). */
+static size_t allocate_then_free_7_in_8(void **blocks, const size_t *sizes, int nsizes, int n,
+                                        size_t base, int strict, size_t *freed, size_t *peak,
+                                        int *measured)
+{
+    size_t total = 0, live = 0;
+    for (int s = 0; s < nsizes; s++)
+        for (int i = 0; i < n; i++) {
+            void *b = malloc(sizes[s]);
+            CHECK(b != NULL, "malloc(%zu)", sizes[s]);
+            memset(b, 0xa5, sizes[s]);
+            blocks[s * n + i] = b;
+            total += sizes[s];
+        }
+    *peak = rss_bytes();
+    *measured = *peak >= base + total / 10 * 9;
+    CHECK(*measured || !strict, "RSS rose only %.2f MiB for %.2f MiB of touched blocks",
+          (double)((long long)*peak - (long long)base) / 1048576.0, (double)total / 1048576.0);
+    for (int s = 0; s < nsizes; s++)
+        for (int i = 0; i < n; i++) {
+            if (i % 8 == 0) {
+                live += sizes[s];
+                continue;
+            }
+            free(blocks[s * n + i]);
+            blocks[s * n + i] = NULL;
+        }
+    *freed = total - live;
+    return live;
+}
+
 /* How a bound came out: asserted only in strict mode (poolmalloc). */
 static const char *verdict(int ok, int strict)
 {
@@ -465,32 +499,14 @@ int main(void)
 
     /* Phase 9: freed blocks of whole pages leave entirely, first page included. */
     enum { N9 = 48 };
-    static void *p9[2][N9];
+    static void *p9[2 * N9];
     static const size_t size9[2] = {16384, 65536};
     /* Idle memory of the earlier phases would leave during this one and hide its figures. */
     malloc_trim(0);
-    size_t base9 = rss_bytes(), live9 = 0, freed9 = 0;
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < N9; i++) {
-            p9[s][i] = malloc(size9[s]);
-            CHECK(p9[s][i] != NULL, "malloc(%zu)", size9[s]);
-            memset(p9[s][i], 0x99, size9[s]);
-        }
-    size_t peak9 = rss_bytes();
-    /* glibc serves these from memory earlier phases freed: there is nothing to see then. */
-    int measured9 = peak9 >= base9 + (size_t)N9 * (size9[0] + size9[1]) / 10 * 9;
-    CHECK(measured9 || !strict, "RSS rose only %.2f MiB in phase 9",
-          mib((long long)peak9 - (long long)base9));
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < N9; i++) {
-            if (i % 8 == 0) {
-                live9 += size9[s];
-                continue;
-            }
-            free(p9[s][i]);
-            p9[s][i] = NULL;
-            freed9 += size9[s];
-        }
+    size_t base9 = rss_bytes(), freed9, peak9;
+    int measured9;
+    size_t live9 = allocate_then_free_7_in_8(p9, size9, 2, N9, base9, strict, &freed9, &peak9,
+                                             &measured9);
     let_two_sweeps_run();
     size_t swept9 = rss_bytes();
     /* 2% of the freed bytes and 128 KiB for the rest; keeping the first page of each of the
@@ -507,36 +523,22 @@ int main(void)
                         "sweeps\n");
         failures++;
     }
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < N9; i += 8)
-            free(p9[s][i]);
+    for (int i = 0; i < 2 * N9; i += 8)
+        free(p9[i]);
 
     /* Phase 10: a size not in reuse leaves at the first sweep. */
-    enum { N10 = 64, S10 = 24000 };
+    enum { N10 = 64 };
     static void *p10[N10];
+    static const size_t size10[1] = {24000};
     malloc_trim(0);
-    size_t base10 = rss_bytes(), live10 = 0, freed10 = 0;
-    for (int i = 0; i < N10; i++) {
-        p10[i] = malloc(S10);
-        CHECK(p10[i] != NULL, "malloc(%d)", S10);
-        memset(p10[i], 0xa0, S10);
-    }
-    size_t peak10 = rss_bytes();
-    int measured10 = peak10 >= base10 + (size_t)N10 * S10 / 10 * 9;
-    CHECK(measured10 || !strict, "RSS rose only %.2f MiB in phase 10",
-          mib((long long)peak10 - (long long)base10));
-    for (int i = 0; i < N10; i++) {
-        if (i % 8 == 0) {
-            live10 += S10;
-            continue;
-        }
-        free(p10[i]);
-        freed10 += S10;
-    }
+    size_t base10 = rss_bytes(), freed10, peak10;
+    int measured10;
+    size_t live10 = allocate_then_free_7_in_8(p10, size10, 1, N10, base10, strict, &freed10,
+                                              &peak10, &measured10);
     let_one_sweep_run();
     size_t swept10 = rss_bytes();
     /* Two pages per freed block for those it shares with its neighbours, and 64 KiB. */
-    size_t limit10 = base10 + live10 + (size_t)(N10 - N10 / 8) * 2 * 4096 + 64 * 1024;
+    size_t limit10 = base10 + live10 + freed10 / size10[0] * 2 * 4096 + 64 * 1024;
     int ok10 = swept10 <= limit10;
     printf("rss_release: phase 10 (24 KB blocks, 1 in 8 live, one sweep): RSS base %.2f, peak "
            "%.2f, after the sweep %.2f MiB (limit %.2f) %s\n",
