@@ -4,7 +4,8 @@
  * out (inside an mmap'd page), and a double free of a small block must each kill the child with
  * SIGABRT. In strict mode also a double free of a 16 KiB block after poolmalloc's sweeps gave
  * its pages back (its memory then reads as zero, so the freed key is gone): it must be caught
- * before the block is handed out twice.
+ * before the block is handed out twice, and, followed by malloc_trim(0), before the pool that
+ * the double free made look empty is given back while a block of it is live.
  *
  * Strict mode (poolmalloc): the child's stderr must also contain a line naming "poolmalloc", the
  * function ("free" / "realloc") and, for the foreign/interior pointers, the address exactly as
@@ -29,11 +30,19 @@
 
 #include "check.h"
 
-enum kind { FREE_STACK, FREE_INTERIOR, FREE_GLOBAL, REALLOC_FOREIGN, DOUBLE_FREE, DOUBLE_FREE_SWEPT };
+enum kind {
+    FREE_STACK,
+    FREE_INTERIOR,
+    FREE_GLOBAL,
+    REALLOC_FOREIGN,
+    DOUBLE_FREE,
+    DOUBLE_FREE_SWEPT,
+    DOUBLE_FREE_SWEPT_TRIM
+};
 
 static const char *kind_name[] = {"free(stack address)", "free(p + 8)", "free(global array)",
                                   "realloc(foreign pointer)", "double free",
-                                  "double free (swept 16 KiB)"};
+                                  "double free (swept 16 KiB)", "double free (swept, trim)"};
 
 static void wait_ms(long ms)
 {
@@ -117,7 +126,8 @@ static int run_case(enum kind k, void *ptr)
             for (int i = 0; i < 4; i++)
                 (void)opaque(malloc(32));
             break;
-        case DOUBLE_FREE_SWEPT: {
+        case DOUBLE_FREE_SWEPT:
+        case DOUBLE_FREE_SWEPT_TRIM: {
             void *keep = malloc(16384), *x = malloc(16384);
             memset(x, 1, 16384);
             free(opaque(x));
@@ -128,8 +138,13 @@ static int run_case(enum kind k, void *ptr)
                     free(opaque(malloc(40000)));
             }
             free(opaque(x));
-            for (int i = 0; i < 4; i++)
-                (void)opaque(malloc(16384));
+            if (k == DOUBLE_FREE_SWEPT_TRIM) {
+                /* The pool now looks empty though `keep` lives: trim would give it back. */
+                malloc_trim(0);
+            } else {
+                for (int i = 0; i < 4; i++)
+                    (void)opaque(malloc(16384));
+            }
             (void)opaque(keep);
             break;
         }
@@ -184,6 +199,7 @@ int main(void)
         {REALLOC_FOREIGN, page + 64, "realloc", 1, 0},
         {DOUBLE_FREE, small, "free", 0, 0},
         {DOUBLE_FREE_SWEPT, NULL, "free", 0, 1},
+        {DOUBLE_FREE_SWEPT_TRIM, NULL, "free", 0, 1},
     };
     int failures = 0, ran = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

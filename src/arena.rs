@@ -150,9 +150,9 @@ pub unsafe fn release_pool(pool: *mut Pool) {
         let arena = (*pool).arena;
         let kind = (*arena).kind as usize;
         let was_dirty = (*pool).carved > 0;
+        (*pool).forget_blocks();
         (*pool).state = PoolState::Free;
         (*pool).block_size = 0;
-        (*pool).forget_blocks();
         (*pool).next = (*arena).free_pools;
         (*arena).free_pools = pool;
         (*arena).nfree += 1;

@@ -480,9 +480,7 @@ unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
                     avail_remove(heap, pool);
                     unkeep(heap, bytes);
                     // It has waited the delay already: its pages go now, and it reaches its
-                    // arena clean rather than waiting there again. (Checked first, as
-                    // `release` does: discarding forgets the discarded set.)
-                    (*pool).check_discarded_set();
+                    // arena clean rather than waiting there again.
                     let discarded = (*pool).discard_carved();
                     stats::global().bytes_returned.add(discarded);
                     release(pool);
@@ -615,7 +613,6 @@ pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
 pub unsafe fn release(pool: *mut Pool) {
     // SAFETY: per the contract.
     unsafe {
-        (*pool).check_discarded_set();
         (*pool).owner.store(no_owner(), Ordering::Release);
         arena::release_pool(pool);
     }

@@ -53,8 +53,8 @@ pub struct Block {
 /// A discarded block whose first page went back reads as zero, so freeing it again does not
 /// meet the freed key: that double free is caught later, before any harm, when the block is
 /// popped from the free list while still in the set (`check_popped`, on every path that pops
-/// a multi-page class), when a sweep finds it in both, or when the pool is about to be given
-/// back (`check_discarded_set`).
+/// a multi-page class), when a sweep finds it in both, or when the pool forgets its blocks to
+/// be given back (`forget_blocks`).
 const DISCARD_MARK_WORD: usize = 2;
 const SEEN_SALT: usize = 0x5157_e9ed_d15c_a4d0;
 /// Bits in the discarded set: every multi-page pool holds fewer blocks (a 1 MiB pool holds at
@@ -464,8 +464,8 @@ impl Pool {
     }
 
     /// Aborts if a block of the owner's free list is also in the discarded set (it was freed
-    /// twice). Run before an empty pool is given back, where such a block would otherwise
-    /// let a live block's memory be reused.
+    /// twice). Run before an empty pool forgets its blocks (`forget_blocks`), where such a
+    /// block would otherwise let a live block's memory be reused.
     ///
     /// # Safety
     /// Only the owner thread (or a holder of the abandoned-list lock) may call this.
@@ -494,14 +494,24 @@ impl Pool {
     pub unsafe fn discard_carved(&mut self) -> usize {
         let page = crate::os::PAGE_SIZE;
         let len = (self.carved as usize * self.block_size as usize + page - 1) & !(page - 1);
-        // SAFETY: the carved blocks are ours and unused; the range lies inside the pool.
-        unsafe { crate::os::discard(self.start, len) };
-        self.forget_blocks();
+        // SAFETY: the carved blocks are ours and unused; the range lies inside the pool. The
+        // blocks are forgotten first: the check that does needs the free list's links.
+        unsafe {
+            self.forget_blocks();
+            crate::os::discard(self.start, len);
+        }
         len
     }
 
-    /// Forgets every block of a pool with none in use: nothing is carved any more.
-    pub fn forget_blocks(&mut self) {
+    /// Forgets every block of a pool with none in use: nothing is carved any more. Checks the
+    /// discarded set first (`check_discarded_set`): forgetting it would hide a double free
+    /// that made the pool look empty.
+    ///
+    /// # Safety
+    /// Only the pool's owner (or a holder of the lock its list needs) may call this.
+    pub unsafe fn forget_blocks(&mut self) {
+        // SAFETY: per the contract.
+        unsafe { self.check_discarded_set() };
         self.carved = 0;
         self.free = ptr::null_mut();
         self.discarded = [0; 2];
