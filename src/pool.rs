@@ -92,13 +92,16 @@ pub const FULL_BIAS: i32 = 1 << 30;
 const CARVE_BYTES: usize = 4096;
 const CARVE_MIN_BLOCKS: usize = 4;
 
-/// A pool descriptor is three cache lines, laid out by who writes them, so that a thread
-/// freeing into another thread's pool does not steal the owner's hot line on every free:
-/// line 1 is read by everyone and written only on slow paths; line 2 is written by the owner
-/// on every malloc and free; line 3 takes other threads' CAS pushes and the list links.
+/// A pool descriptor is two cache lines, laid out by who writes them. Line 1 is what every
+/// free reads (any thread's), plus the list other threads push their frees on, plus the list
+/// links, which only slow paths write; line 2 is the owner's, written by every local malloc
+/// and free. So a thread freeing into another thread's pool never writes the line the owner
+/// allocates from (a producer and its consumer do not share a written line). Two lines, not
+/// three: a small arena's header holds 256 descriptors, and the header's pages are resident
+/// memory the program pays for (see `arena` on formatting them lazily).
 #[repr(C, align(64))]
 pub struct Pool {
-    // ---- line 1: read by every free (owner or not), written on slow paths only ----
+    // ---- line 1: read by every free; other threads' pushes; slow-path links ----
     /// The heap whose thread owns this pool; `heap::NO_OWNER` when Free or Abandoned. Written
     /// by the owner or adopter (Release), read by any freeing thread to tell local from remote.
     pub owner: AtomicPtr<Heap>,
@@ -107,27 +110,23 @@ pub struct Pool {
     /// `offset * div_mul` rotated right by `div_rot` is the block index when `offset` is a
     /// multiple of `block_size`, and a huge number otherwise (exact division by a constant).
     pub div_mul: u64,
-    pub div_rot: u32,
-    /// Number of blocks the pool holds.
-    pub capacity: u32,
-    /// Block size in bytes; 0 while the pool is `Free`.
-    pub block_size: u32,
+    /// Blocks other threads freed, pushed with a CAS (see the module comment).
+    pub thread_free: AtomicPtr<Block>,
+    /// Links in the heap class list, heap full list, arena free list or abandoned list.
+    pub next: *mut Pool,
+    pub prev: *mut Pool,
     /// Blocks carved so far (`carved` in the invariant).
     pub carved: u32,
+    /// Block size in bytes; 0 while the pool is `Free`.
+    pub block_size: u32,
+    pub div_rot: u8,
     pub state: PoolState,
     /// Size class of the blocks (valid when not Free).
     pub class: u8,
     /// Head of its heap's class list, so `used` holds the head bias (for statistics).
     pub head: bool,
-    /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
-    pub dirty: bool,
     /// When the pool last became free and dirty (`os::now_ms`), for the purge delay.
     pub freed_at_ms: u32,
-    /// The arena whose header holds this descriptor.
-    pub arena: *mut crate::arena::Arena,
-    /// Index of this pool in its arena.
-    pub index: u32,
-    _pad1: [u8; 4],
     // ---- line 2: the owner's, written by every local malloc and free ----
     /// The owner's free list.
     pub free: *mut Block,
@@ -135,23 +134,25 @@ pub struct Pool {
     /// `FULL_BIAS` while the pool is Full: so free's single test `used <= 0` after the
     /// decrement catches both "now empty" and "was full".
     pub used: i32,
+    /// Number of blocks the pool holds.
+    pub capacity: u32,
     /// The discarded set: bit i is set when block i is free, on no list, and its whole pages
     /// have been given back (multi-page classes only, see `DISCARD_MARK_WORD`). Owner only;
     /// on this line because multi-page allocations test it.
     discarded: [u64; 2],
-    _pad2: [u8; 32],
-    // ---- line 3: other threads' frees, and list links (slow paths) ----
-    pub thread_free: AtomicPtr<Block>,
-    /// Links in the heap class list, heap full list, arena free list or abandoned list.
-    pub next: *mut Pool,
-    pub prev: *mut Pool,
-    _pad3: [u8; 40],
+    /// The arena whose header holds this descriptor.
+    pub arena: *mut crate::arena::Arena,
+    /// Index of this pool in its arena.
+    pub index: u32,
+    /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
+    pub dirty: bool,
+    _pad: [u8; 19],
 }
 
 const _: () = {
+    assert!(core::mem::offset_of!(Pool, freed_at_ms) + 4 == 64);
     assert!(core::mem::offset_of!(Pool, free) == 64);
-    assert!(core::mem::offset_of!(Pool, thread_free) == 128);
-    assert!(core::mem::size_of::<Pool>() == 192);
+    assert!(core::mem::size_of::<Pool>() == 128);
 };
 
 // SAFETY: the raw pointers inside are only dereferenced under the ownership rules in the
@@ -186,26 +187,24 @@ impl Pool {
         owner: AtomicPtr::new(ptr::null_mut()),
         start: ptr::null_mut(),
         div_mul: 0,
-        div_rot: 0,
-        capacity: 0,
-        block_size: 0,
-        carved: 0,
-        state: PoolState::Free,
-        class: 0,
-        head: false,
-        dirty: false,
-        freed_at_ms: 0,
-        arena: ptr::null_mut(),
-        index: 0,
-        _pad1: [0; 4],
-        free: ptr::null_mut(),
-        used: 0,
-        discarded: [0; 2],
-        _pad2: [0; 32],
         thread_free: AtomicPtr::new(ptr::null_mut()),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
-        _pad3: [0; 40],
+        carved: 0,
+        block_size: 0,
+        div_rot: 0,
+        state: PoolState::Free,
+        class: 0,
+        head: false,
+        freed_at_ms: 0,
+        free: ptr::null_mut(),
+        used: 0,
+        capacity: 0,
+        discarded: [0; 2],
+        arena: ptr::null_mut(),
+        index: 0,
+        dirty: false,
+        _pad: [0; 19],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
@@ -215,7 +214,7 @@ impl Pool {
         self.block_size = size as u32;
         self.class = class as u8;
         self.capacity = (pool_size / size) as u32;
-        self.div_rot = tz;
+        self.div_rot = tz as u8;
         self.div_mul = inverse_odd((size >> tz) as u64);
         self.free = ptr::null_mut();
         self.used = 0;
@@ -229,7 +228,9 @@ impl Pool {
     #[inline(always)]
     pub fn block_index(&self, p: usize) -> Option<u32> {
         let offset = p.wrapping_sub(self.start as usize) as u64;
-        let q = offset.wrapping_mul(self.div_mul).rotate_right(self.div_rot);
+        let q = offset
+            .wrapping_mul(self.div_mul)
+            .rotate_right(self.div_rot as u32);
         if q < self.carved as u64 {
             Some(q as u32)
         } else {
