@@ -5,7 +5,10 @@
  * SIGABRT. In strict mode also a double free of a 16 KiB block after poolmalloc's sweeps gave
  * its pages back (its memory then reads as zero, so the freed key is gone): it must be caught
  * before the block is handed out twice, and, followed by malloc_trim(0), before the pool that
- * the double free made look empty is given back while a block of it is live.
+ * the double free made look empty is given back while a block of it is live. And free() of an
+ * address in the last pool of the arena that serves malloc(64): that pool was never handed
+ * out, so its descriptor was never written (arenas format pools lazily); the pointer must be
+ * reported as invalid all the same.
  *
  * Strict mode (poolmalloc): the child's stderr must also contain a line naming "poolmalloc", the
  * function ("free" / "realloc") and, for the foreign/interior pointers, the address exactly as
@@ -34,6 +37,7 @@ enum kind {
     FREE_STACK,
     FREE_INTERIOR,
     FREE_GLOBAL,
+    FREE_NEVER_USED_POOL,
     REALLOC_FOREIGN,
     DOUBLE_FREE,
     DOUBLE_FREE_SWEPT,
@@ -41,7 +45,7 @@ enum kind {
 };
 
 static const char *kind_name[] = {"free(stack address)", "free(p + 8)", "free(global array)",
-                                  "realloc(foreign pointer)", "double free",
+                                  "free(never used pool)", "realloc(foreign pointer)", "double free",
                                   "double free (swept 16 KiB)", "double free (swept, trim)"};
 
 static void wait_ms(long ms)
@@ -112,6 +116,7 @@ static int run_case(enum kind k, void *ptr)
         case FREE_STACK:
         case FREE_INTERIOR:
         case FREE_GLOBAL:
+        case FREE_NEVER_USED_POOL:
             free(opaque(ptr));
             break;
         case REALLOC_FOREIGN: {
@@ -185,6 +190,9 @@ int main(void)
     CHECK(page != MAP_FAILED, "mmap");
     unsigned char *small = malloc(32);
     CHECK(small != NULL, "malloc");
+    /* poolmalloc's arenas are 4 MiB, 4 MiB-aligned, cut into 16 KiB pools for small blocks */
+    unsigned char *last_pool =
+        (unsigned char *)(((uintptr_t)heap & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 16384);
 
     struct {
         enum kind k;
@@ -196,6 +204,7 @@ int main(void)
         {FREE_STACK, stack_buf + 64, "free", 1, 0},
         {FREE_INTERIOR, heap + 8, "free", 1, 0},
         {FREE_GLOBAL, global_buf + 64, "free", 1, 0},
+        {FREE_NEVER_USED_POOL, last_pool + 64, "free", 1, 1},
         {REALLOC_FOREIGN, page + 64, "realloc", 1, 0},
         {DOUBLE_FREE, small, "free", 0, 0},
         {DOUBLE_FREE_SWEPT, NULL, "free", 0, 1},

@@ -22,6 +22,10 @@
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
 //!   header that still exists.
+//! - A pool's descriptor is written when the pool is first handed out, not when the arena is
+//!   mapped: the header of a small arena is 32 KiB of descriptors, and a program that uses a
+//!   hundred pools of it should not have all of its pages resident. Pools handed back go on
+//!   the arena's free list and are preferred to fresh ones (their pages may be resident).
 
 use core::ptr;
 
@@ -49,7 +53,11 @@ pub struct Arena {
     pub kind: u32,
     pub pool_shift: u32,
     pub npools: u32,
-    /// Free pools; the arena is on its kind's usable list iff `nfree > 0` and it is live.
+    /// Pools whose descriptors have been written: `pools[..formatted]`. The others were never
+    /// handed out; their granules point at `heap::EMPTY_POOL`, where every free fails.
+    pub formatted: u32,
+    /// Free pools, formatted or not; the arena is on its kind's usable list iff `nfree > 0`
+    /// and it is live.
     pub nfree: u32,
     /// Free pools whose pages may be resident.
     pub ndirty: u32,
@@ -120,8 +128,13 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
     }
     // SAFETY: best is a live arena with nfree > 0 and we hold the lock.
     unsafe {
-        let pool = (*best).free_pools;
-        (*best).free_pools = (*pool).next;
+        let mut pool = (*best).free_pools;
+        if pool.is_null() {
+            // nfree > 0 and no pool handed back: a never formatted one is left.
+            pool = format_next_pool(best);
+        } else {
+            (*best).free_pools = (*pool).next;
+        }
         (*best).nfree -= 1;
         if (*pool).dirty {
             (*pool).dirty = false;
@@ -279,39 +292,53 @@ fn new_arena(a: &mut Arenas, kind: usize) -> *mut Arena {
     arena
 }
 
-/// Cuts `arena` into free pools of `kind`.
+/// Cuts `arena` into free pools of `kind`, none of them formatted yet.
 ///
 /// # Safety
 /// The arena must be empty and owned by the caller (lock held).
 unsafe fn format_arena(arena: *mut Arena, kind: usize) {
-    // SAFETY: per the contract we own every descriptor.
+    // SAFETY: per the contract we own the header.
     unsafe {
         let shift = POOL_SHIFT[kind];
         let npools = (ARENA_SIZE >> shift) as u32;
         (*arena).kind = kind as u32;
         (*arena).pool_shift = shift;
         (*arena).npools = npools;
+        (*arena).formatted = 0;
         (*arena).nfree = npools;
         (*arena).ndirty = 0;
         (*arena).free_pools = ptr::null_mut();
-        for i in (0..npools as usize).rev() {
-            let pool = (*arena).pools.as_mut_ptr().add(i);
-            pool.write(Pool::EMPTY);
-            // Never null: a thread without a heap has a null TLS heap, and must not look
-            // like the owner of a free pool.
-            (*pool).owner = core::sync::atomic::AtomicPtr::new(crate::heap::no_owner());
-            (*pool).start = (*arena).base.add(i << shift);
-            (*pool).arena = arena;
-            (*pool).index = i as u32;
-            (*pool).next = (*arena).free_pools;
-            (*arena).free_pools = pool;
+        // A stray pointer into a pool never handed out meets a descriptor with no blocks:
+        // free reports it as invalid (and writes nothing).
+        (*arena).granule_pool = [crate::heap::empty_pool(); GRANULES];
+    }
+}
+
+/// Writes the descriptor of the arena's first never formatted pool and returns it (Free, on
+/// no list).
+///
+/// # Safety
+/// Lock held; `arena` live with `formatted < npools`.
+unsafe fn format_next_pool(arena: *mut Arena) -> *mut Pool {
+    // SAFETY: per the contract the descriptor is unused and ours to write.
+    unsafe {
+        let i = (*arena).formatted as usize;
+        debug_assert!(i < (*arena).npools as usize);
+        (*arena).formatted += 1;
+        let shift = (*arena).pool_shift;
+        let pool = (*arena).pools.as_mut_ptr().add(i);
+        pool.write(Pool::EMPTY);
+        // Never null: a thread without a heap has a null TLS heap, and must not look
+        // like the owner of a free pool.
+        (*pool).owner = core::sync::atomic::AtomicPtr::new(crate::heap::no_owner());
+        (*pool).start = (*arena).base.add(i << shift);
+        (*pool).arena = arena;
+        (*pool).index = i as u32;
+        let per_pool = 1usize << (shift - GRANULE_SHIFT);
+        for g in i * per_pool..(i + 1) * per_pool {
+            (*arena).granule_pool[g] = pool;
         }
-        for g in 0..GRANULES {
-            (*arena).granule_pool[g] = (*arena)
-                .pools
-                .as_mut_ptr()
-                .add(g >> (shift - GRANULE_SHIFT));
-        }
+        pool
     }
 }
 
@@ -340,6 +367,7 @@ unsafe fn unmap_arena(a: &mut Arenas, arena: *mut Arena) {
         addr_map::unregister((*arena).base as usize, ARENA_SIZE);
         os::unmap((*arena).base, ARENA_SIZE);
         (*arena).npools = 0;
+        (*arena).formatted = 0;
         (*arena).next = a.spare_headers;
         a.spare_headers = arena;
     }
@@ -355,7 +383,7 @@ unsafe fn unmap_arena(a: &mut Arenas, arena: *mut Arena) {
 unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
     // SAFETY: lock held by the caller; descriptors of a live arena.
     unsafe {
-        for i in 0..(*arena).npools as usize {
+        for i in 0..(*arena).formatted as usize {
             let pool = (*arena).pools.as_mut_ptr().add(i);
             if (*pool).dirty {
                 (*pool).dirty = false;
@@ -381,7 +409,7 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
             let size = 1usize << (*arena).pool_shift;
             let mut run_start: *mut u8 = ptr::null_mut();
             let mut run_len = 0usize;
-            for i in 0..(*arena).npools as usize {
+            for i in 0..(*arena).formatted as usize {
                 let pool = (*arena).pools.as_mut_ptr().add(i);
                 let old_enough = match now {
                     None => true,
@@ -492,7 +520,7 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
             let size = 1usize << (*arena).pool_shift;
             census.free_pools += (*arena).nfree as usize;
             census.free_pool_bytes += (*arena).nfree as usize * size;
-            for i in 0..(*arena).npools as usize {
+            for i in 0..(*arena).formatted as usize {
                 let pool = &(*arena).pools[i];
                 if pool.state != PoolState::Free {
                     f(pool, size);
@@ -524,9 +552,13 @@ pub fn check() -> usize {
         // SAFETY: a map entry with the arena tag is a live arena header; lock held.
         unsafe {
             let npools = (*arena).npools as usize;
+            let formatted = (*arena).formatted as usize;
             let size = 1usize << (*arena).pool_shift;
             let (mut free, mut dirty) = (0u32, 0u32);
-            for i in 0..npools {
+            if formatted > npools {
+                report("more pools formatted than the arena holds", arena);
+            }
+            for i in 0..formatted.min(npools) {
                 let pool = &(*arena).pools[i];
                 if pool.state == PoolState::Free {
                     free += 1;
@@ -550,7 +582,8 @@ pub fn check() -> usize {
                 listed += 1;
                 p = (*p).next;
             }
-            if free != (*arena).nfree || listed != free {
+            let never_formatted = (npools - formatted.min(npools)) as u32;
+            if free + never_formatted != (*arena).nfree || listed != free {
                 report("free-pool count disagrees with the pools, arena", arena);
             }
             if dirty != (*arena).ndirty {
@@ -578,4 +611,61 @@ pub fn lock_for_fork() {
 pub unsafe fn unlock_after_fork() {
     // SAFETY: forwarded contract.
     unsafe { ARENAS.release_after_fork() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::empty_pool;
+
+    /// Pages of `[p, p + len)` that are resident (`mincore`).
+    fn resident_pages(p: *mut u8, len: usize) -> usize {
+        let pages = len.div_ceil(os::PAGE_SIZE);
+        let mut vec = [0u8; 64];
+        assert!(pages <= vec.len());
+        // SAFETY: p is a page-aligned mapping of len bytes; vec has room for a byte per page.
+        let r = unsafe { libc::mincore(p as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        vec[..pages].iter().filter(|&&v| v & 1 != 0).count()
+    }
+
+    #[test]
+    fn an_arena_writes_only_the_descriptors_of_pools_it_hands_out() {
+        let size = core::mem::size_of::<Arena>().next_multiple_of(os::PAGE_SIZE);
+        let header = os::map(size, 0) as *mut Arena;
+        assert!(!header.is_null());
+        // Nothing here touches the pools' memory, so the base need not be mapped.
+        let base = 64usize << 30;
+        let pool_size = 1usize << POOL_SHIFT[0];
+        // SAFETY: the header is our own fresh mapping, reachable from no list or map; the
+        // functions under test write only the header.
+        unsafe {
+            (*header).base = base as *mut u8;
+            format_arena(header, 0);
+            assert_eq!((*header).formatted, 0);
+            assert_eq!((*header).nfree, (*header).npools);
+            assert!((*header).granule_pool.iter().all(|&p| p == empty_pool()));
+
+            let first = format_next_pool(header);
+            let second = format_next_pool(header);
+            assert_eq!((*header).formatted, 2);
+            assert_eq!((*first).index, 0);
+            assert_eq!((*second).start as usize, base + pool_size);
+            assert_eq!((*second).state, PoolState::Free);
+            assert_eq!(pool_of(header, base + pool_size + 100), second);
+            // A pool not handed out yet still finds a descriptor: the one with no blocks.
+            assert_eq!(pool_of(header, base + 3 * pool_size), empty_pool());
+
+            // Eager formatting would have written all 256 descriptors (every page of the
+            // header); lazily, only the pages up to the second one are touched.
+            let written = (*header).pools.as_ptr().add(2) as usize - header as usize;
+            let resident = resident_pages(header as *mut u8, size);
+            assert!(resident >= 1);
+            assert!(
+                resident <= written.div_ceil(os::PAGE_SIZE),
+                "{resident} pages"
+            );
+            os::unmap(header as *mut u8, size);
+        }
+    }
 }
