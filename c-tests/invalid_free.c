@@ -8,7 +8,8 @@
  * the double free made look empty is given back while a block of it is live. And free() of an
  * address in the last pool of the arena that serves malloc(64): that pool was never handed
  * out, so its descriptor was never written (arenas format pools lazily); the pointer must be
- * reported as invalid all the same.
+ * reported as invalid all the same. And a double free of a 20 KB block whose first free gave
+ * its pages back at once: caught by the second free itself.
  *
  * Strict mode (poolmalloc): the child's stderr must also contain a line naming "poolmalloc", the
  * function ("free" / "realloc") and, for the foreign/interior pointers, the address exactly as
@@ -41,12 +42,14 @@ enum kind {
     REALLOC_FOREIGN,
     DOUBLE_FREE,
     DOUBLE_FREE_SWEPT,
-    DOUBLE_FREE_SWEPT_TRIM
+    DOUBLE_FREE_SWEPT_TRIM,
+    DOUBLE_FREE_GIVEN_BACK
 };
 
 static const char *kind_name[] = {"free(stack address)", "free(p + 8)", "free(global array)",
                                   "free(never used pool)", "realloc(foreign pointer)", "double free",
-                                  "double free (swept 16 KiB)", "double free (swept, trim)"};
+                                  "double free (swept 16 KiB)", "double free (swept, trim)",
+                                  "double free (20 KB, given back)"};
 
 static void wait_ms(long ms)
 {
@@ -131,6 +134,16 @@ static int run_case(enum kind k, void *ptr)
             for (int i = 0; i < 4; i++)
                 (void)opaque(malloc(32));
             break;
+        case DOUBLE_FREE_GIVEN_BACK: {
+            /* The first free gives the block's pages back at once (a size not in reuse), so
+             * the second meets no freed key in the block's memory. */
+            void *keep = malloc(20000), *x = malloc(20000);
+            memset(x, 1, 20000);
+            free(opaque(x));
+            free(opaque(x));
+            (void)opaque(keep);
+            break;
+        }
         case DOUBLE_FREE_SWEPT:
         case DOUBLE_FREE_SWEPT_TRIM: {
             void *keep = malloc(16384), *x = malloc(16384);
@@ -209,6 +222,7 @@ int main(void)
         {DOUBLE_FREE, small, "free", 0, 0},
         {DOUBLE_FREE_SWEPT, NULL, "free", 0, 1},
         {DOUBLE_FREE_SWEPT_TRIM, NULL, "free", 0, 1},
+        {DOUBLE_FREE_GIVEN_BACK, NULL, "free", 0, 1},
     };
     int failures = 0, ran = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -21,9 +21,9 @@
  * Phase 5 (strict only, reported in every mode): about 1 MiB of small blocks, freed, is idle
  * memory under the default bound (2 MiB); it must still leave the resident set once it has
  * waited (30 ms here, the delay is 10 ms) and the allocator's slow path has run.
- * Phase 6 (strict only, reported in every mode): the other side of phases 3 to 5: two 64 KB
- * buffers that a loop frees and allocates again for 100 ms must keep their pages (few page
- * faults), not lose them to every sweep.
+ * Phase 6 (strict only, reported in every mode): the other side of phases 3 to 5 and 11: two
+ * 64 KB buffers that a loop frees and allocates again for 100 ms must keep their pages after
+ * the first rounds (few page faults), not lose them to every sweep or every free.
  * Phase 7 (strict only, reported in every mode): like phases 4 and 5, but afterwards the
  * program only frees and allocates again one block of a size it uses all the time (as a
  * CPython benchmark loop does): no call needs new memory, yet what was freed must still leave
@@ -36,7 +36,10 @@
  * 64 KiB): once swept, a freed block keeps no page at all, not even its first one.
  * Phase 10 (strict only, reported in every mode): blocks of a size the program then stops
  * using (24 KB: allocated once, as CPython's .pyc buffers are) leave at the first sweep after
- * their free, not the second: only a size in reuse keeps its free blocks a sweep longer. */
+ * their free, not the second: only a size in reuse keeps its free blocks a sweep longer.
+ * Phase 11 (strict only, reported in every mode): a 90000-byte block (a multi-page size no
+ * loop reuses) freed once beside a live block of its size leaves the resident set at its
+ * free, with no sweep in between, as a large block does in phase 8. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -398,11 +401,13 @@ int main(void)
         iters6++;
     } while (ms_since(&t0) < 100);
     long faults6 = minor_faults() - faults0;
-    /* 64 KB is 16 pages: the first touch of both is 32 faults, plus 16 of slack; a discard
-     * at every sweep (one per 2 to 10 ms) would fault them in again dozens of times. */
-    int ok6 = faults6 <= 48;
+    /* 64 KB is 16 pages: the first touch of both is 32 faults, and as the first free of a
+     * block of a size not in reuse gives its pages back (phase 11), the second round faults
+     * them in again: 64, plus 32 of slack. A discard at every sweep (one per 2 to 10 ms) or
+     * every free would fault them in again hundreds of times. */
+    int ok6 = faults6 <= 96;
     printf("rss_release: phase 6 (two 64 KB buffers freed and allocated again for 100 ms, %ld "
-           "times): %ld page faults (limit 48) %s\n",
+           "times): %ld page faults (limit 96) %s\n",
            iters6, faults6, verdict(ok6, strict));
     if (!ok6 && strict) {
         fprintf(stderr, "rss_release: FAIL: a buffer in constant reuse keeps losing its pages\n");
@@ -552,6 +557,28 @@ int main(void)
     }
     for (int i = 0; i < N10; i += 8)
         free(p10[i]);
+
+    /* Phase 11: a multi-page block freed once leaves at its free, before any sweep. */
+    size_t size11 = 90000;
+    malloc_trim(0);
+    unsigned char *keep11 = malloc(size11); /* keeps the pool in use */
+    CHECK(keep11 != NULL, "malloc(%zu)", size11);
+    memset(keep11, 0x11, size11);
+    size_t base11 = rss_bytes(), peak11;
+    free(touched_block(size11, 0x12, base11, &peak11));
+    size_t freed11 = rss_bytes();
+    /* All but the two pages the block may share with its neighbours, and 8 KiB of slack. */
+    size_t limit11 = base11 + 4 * 4096;
+    int ok11 = freed11 <= limit11;
+    printf("rss_release: phase 11 (a %zu-byte block freed once beside a live one: RSS base "
+           "%.2f, peak %.2f, after free %.2f MiB (limit %.2f) %s\n",
+           size11, mib((long long)base11), mib((long long)peak11), mib((long long)freed11),
+           mib((long long)limit11), verdict(ok11, strict));
+    if (!ok11 && strict) {
+        fprintf(stderr, "rss_release: FAIL: a multi-page block freed once is still resident\n");
+        failures++;
+    }
+    free(keep11);
 
     if (failures)
         return 1;

@@ -144,8 +144,13 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
     unsafe {
         let pool = arena::pool_of((entry - TAG_ARENA) as *mut Arena, addr);
         let me = tls::heap();
-        if (*pool).owner.load(core::sync::atomic::Ordering::Relaxed) != me {
-            remote::free_remote(pool, addr, api, CALL);
+        let owner = (*pool).owner.load(core::sync::atomic::Ordering::Relaxed);
+        if owner != me {
+            if owner == heap::owner_word(me, FIRST_MULTI_PAGE_CLASS) && !me.is_null() {
+                free_multi_page_local(me, pool, addr, api, CALL);
+            } else {
+                remote::free_remote(pool, addr, api, CALL);
+            }
             return true;
         }
         if (*pool).block_index(addr).is_none() {
@@ -193,6 +198,33 @@ unsafe fn free_not_pooled(
     // munmap may not change errno on success, but free must never change it at all.
     os::set_errno(errno);
     true
+}
+
+/// A free into one of the calling thread's own multi-page pools, which carry a tagged owner
+/// word (`heap::owner_word`): the fast path's checks, then `heap::free_multi_page`.
+///
+/// # Safety
+/// `me` is this thread's live heap and owns `pool`, the pool holding `addr`.
+#[inline(never)]
+unsafe fn free_multi_page_local(
+    me: *mut heap::Heap,
+    pool: *mut crate::pool::Pool,
+    addr: usize,
+    api: Api,
+    call: usize,
+) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*pool).block_index(addr).is_none() {
+            diag::fatal(api, "invalid pointer", addr);
+        }
+        let b = addr as *mut Block;
+        if (*b).key == (*pool).freed_key() {
+            free_suspected_double(pool, b, api, call);
+            return;
+        }
+        heap::free_multi_page(me, pool, b, call);
+    }
 }
 
 /// The block carries the freed key: confirm it is on a free list before declaring a double

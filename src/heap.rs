@@ -46,6 +46,12 @@ pub struct Heap {
     /// Multi-page classes (bit `class - FIRST_MULTI_PAGE_CLASS`) that took a block from a
     /// free list since the last sweep: only their free blocks wait for a second sweep.
     multi_page_reused: u32,
+    /// `multi_page_reused` as the last sweep found it: a sweep that runs between a loop's
+    /// malloc and its free must not make the loop's size look unused to that free.
+    multi_page_reused_before: u32,
+    /// The heap's call count (`CallCounts::total`) when `free_multi_page` last gave a block's
+    /// pages back.
+    last_free_discard_call: u64,
     /// When they were last swept (`os::now_ms`).
     last_sweep_ms: u32,
     /// When this heap last gave back aged idle memory (`tick`).
@@ -84,6 +90,8 @@ impl Heap {
             multi_page_bytes: 0,
             multi_page_unswept: false,
             multi_page_reused: 0,
+            multi_page_reused_before: 0,
+            last_free_discard_call: 0,
             last_sweep_ms: 0,
             last_tick_ms: 0,
             counts: CallCounts::NEW,
@@ -108,6 +116,28 @@ pub fn dead() -> *mut Heap {
 #[inline(always)]
 pub fn no_owner() -> *mut Heap {
     &NO_OWNER as *const Heap as *mut Heap
+}
+
+/// Set in a pool's `owner` word while a heap owns a pool of a multi-page class.
+const MULTI_PAGE_OWNER_TAG: usize = 1;
+
+/// The `owner` word of a pool of `class` that `heap` owns. A multi-page pool carries the
+/// heap's address with its low bit set: no thread's TLS heap equals it, so the free fast
+/// path's ownership test sends those frees to `free_multi_page` (which may give a block's
+/// pages back at once), and the frees of every other class pay nothing for it.
+#[inline(always)]
+pub fn owner_word(heap: *mut Heap, class: usize) -> *mut Heap {
+    if class >= FIRST_MULTI_PAGE_CLASS {
+        (heap as usize | MULTI_PAGE_OWNER_TAG) as *mut Heap
+    } else {
+        heap
+    }
+}
+
+/// The heap an `owner` word names (`no_owner()` for a free or abandoned pool).
+#[inline(always)]
+pub fn owner_heap(word: *mut Heap) -> *mut Heap {
+    (word as usize & !MULTI_PAGE_OWNER_TAG) as *mut Heap
 }
 
 struct Registry {
@@ -341,6 +371,7 @@ unsafe fn sweep_multi_page(heap: *mut Heap, all: bool) {
     // SAFETY: as above.
     unsafe {
         (*heap).multi_page_unswept = pending;
+        (*heap).multi_page_reused_before = (*heap).multi_page_reused;
         (*heap).multi_page_reused = 0;
     }
     stats::global().bytes_returned.add(discarded);
@@ -517,6 +548,11 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                 if class >= FIRST_MULTI_PAGE_CLASS {
                     let b = (*pool).take_discarded();
                     if !b.is_null() {
+                        // Just given back by a free: a loop, whose frees must keep the pages.
+                        let since = (*heap).counts.total() - (*heap).last_free_discard_call;
+                        if since < RETAKE_CALLS {
+                            (*heap).multi_page_reused |= 1 << (class - FIRST_MULTI_PAGE_CLASS);
+                        }
                         return b;
                     }
                 }
@@ -545,7 +581,9 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                     return ptr::null_mut();
                 }
                 (*pool).format(class, 1 << POOL_SHIFT[pool_kind(class)]);
-                (*pool).owner.store(heap, Ordering::Release);
+                (*pool)
+                    .owner
+                    .store(owner_word(heap, class), Ordering::Release);
             }
             avail_insert(heap, pool);
         }
@@ -572,6 +610,44 @@ unsafe fn reclaim_full(heap: *mut Heap) {
                 }
             }
             pool = next;
+        }
+    }
+}
+
+/// A block that `free_multi_page` gave back and the heap takes again within this many calls
+/// (of any entry point) was freed by a loop, not by a program done with that size.
+const RETAKE_CALLS: u64 = 64;
+
+/// A local free into a pool of a multi-page class (see `owner_word`), `b` checked to be one
+/// of its blocks in use. A size the program has not reused since the sweep before last is not
+/// in a loop (CPython reads each module's code into a buffer of its own size, and frees it
+/// before it builds the module's objects): the block goes straight into the discarded set and
+/// its pages back to the OS, rather than staying resident until a sweep. A size in a loop
+/// shows itself when it takes such a block back within `RETAKE_CALLS` calls
+/// (`refill_and_pop`); from then on, as long as it pops its free blocks, its frees keep the
+/// pages. So a loop faults its blocks in twice, as a large block freed once does (`large`).
+///
+/// # Safety
+/// The caller owns `heap` (this thread's live heap, or the orphan heap under its lock) and
+/// `pool`; `b` is a block of `pool` in use, not freed yet.
+#[inline(never)]
+pub unsafe fn free_multi_page(heap: *mut Heap, pool: *mut Pool, b: *mut Block, call: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        let class = (*pool).class as usize;
+        let in_reuse = (*heap).multi_page_reused | (*heap).multi_page_reused_before;
+        if in_reuse & (1 << (class - FIRST_MULTI_PAGE_CLASS)) == 0 {
+            let bytes = (*pool).discard_freed_block(b);
+            stats::global().bytes_returned.add(bytes);
+            (*heap).last_free_discard_call = (*heap).counts.total();
+        } else {
+            (*pool).push_local(b);
+        }
+        (*pool).used -= 1;
+        if (*heap).counts.bump(call) {
+            after_batch_of_frees(heap, pool, call);
+        } else if (*pool).used <= 0 {
+            after_local_free(heap, pool);
         }
     }
 }
@@ -926,7 +1002,7 @@ pub fn check_current_thread() -> usize {
     // SAFETY: this thread owns its heap and every pool on its lists.
     unsafe {
         let check_pool = |pool: *mut Pool, report: &mut dyn FnMut(&str, *const Pool)| {
-            if (*pool).owner.load(Ordering::Relaxed) != heap {
+            if (*pool).owner.load(Ordering::Relaxed) != owner_word(heap, (*pool).class as usize) {
                 report("pool on our list has another owner:", pool);
             }
             let mut n = 0u32;
@@ -1096,7 +1172,12 @@ mod tests {
             assert!(class_of(far) > class_of(request) + super::BORROW_CLASSES);
             // SAFETY: every pointer freed or measured below was just allocated and is live.
             unsafe {
+                // The first free of a size not in reuse gives the block's pages back, off
+                // the free list (`free_multi_page`); taking it back at once puts the size in
+                // reuse, so its next free leaves the block on the free list.
                 let a = alloc::malloc(near);
+                alloc::free(a, "free");
+                assert_eq!(alloc::malloc(near), a);
                 alloc::free(a, "free");
                 let b = alloc::malloc(request);
                 assert_eq!(b, a, "the free {near}-byte block was not reused");
@@ -1105,6 +1186,8 @@ mod tests {
                     class_size(class_of(near))
                 );
                 let c = alloc::malloc(far);
+                alloc::free(c, "free");
+                assert_eq!(alloc::malloc(far), c);
                 alloc::free(c, "free");
                 let d = alloc::malloc(request);
                 assert_ne!(

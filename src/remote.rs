@@ -53,7 +53,7 @@ pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str, call: usize) {
             diag::fatal(api, "double free detected for", p);
         }
         (*pool).push_remote(b);
-        let owner = (*pool).owner.load(Ordering::Acquire);
+        let owner = heap::owner_heap((*pool).owner.load(Ordering::Acquire));
         if owner == heap::no_owner() {
             ABANDONED_HINT.store(true, Ordering::Release);
         } else {
@@ -99,7 +99,9 @@ pub unsafe fn adopt(class: usize, heap: *mut Heap) -> *mut Pool {
     };
     // SAFETY: the pool is off every list; setting the owner makes it ours.
     unsafe {
-        (*pool).owner.store(heap, Ordering::Release);
+        (*pool)
+            .owner
+            .store(heap::owner_word(heap, class), Ordering::Release);
         (*pool).collect_remote();
     }
     stats::global().pools_adopted.add(1);

@@ -186,6 +186,14 @@ impl CallCounts {
             self.next_batch(which);
         }
     }
+    /// Calls counted so far, all entry points together.
+    pub fn total(&self) -> u64 {
+        let mut n = 0;
+        for i in 0..call::COUNT {
+            n += self.done[i] + (CALLS_PER_BATCH - self.left[i]) as u64;
+        }
+        n
+    }
     /// Adds these counts to `t`.
     pub fn add_to(&self, t: &mut CallTotals) {
         for i in 0..call::COUNT {
