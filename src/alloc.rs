@@ -146,7 +146,8 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
         let me = tls::heap();
         let owner = (*pool).owner.load(core::sync::atomic::Ordering::Relaxed);
         if owner != me {
-            if owner == heap::owner_word(me, FIRST_MULTI_PAGE_CLASS) && !me.is_null() {
+            // A thread without a heap (null) owns no pool: its tagged word is 1, no owner.
+            if owner == heap::multi_page_owner_word(me) {
                 free_multi_page_local(me, pool, addr, api, CALL);
             } else {
                 remote::free_remote(pool, addr, api, CALL);

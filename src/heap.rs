@@ -128,10 +128,16 @@ const MULTI_PAGE_OWNER_TAG: usize = 1;
 #[inline(always)]
 pub fn owner_word(heap: *mut Heap, class: usize) -> *mut Heap {
     if class >= FIRST_MULTI_PAGE_CLASS {
-        (heap as usize | MULTI_PAGE_OWNER_TAG) as *mut Heap
+        multi_page_owner_word(heap)
     } else {
         heap
     }
+}
+
+/// The `owner` word of the multi-page pools `heap` owns. Never null, nor any heap's address.
+#[inline(always)]
+pub fn multi_page_owner_word(heap: *mut Heap) -> *mut Heap {
+    (heap as usize | MULTI_PAGE_OWNER_TAG) as *mut Heap
 }
 
 /// The heap an `owner` word names (`no_owner()` for a free or abandoned pool).
