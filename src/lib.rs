@@ -42,11 +42,13 @@
 //! free pools go without waiting, past four times it all of them. An arena whose pools are all
 //! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
-//! resident while its pool lives: the heap that owns them gives their pages back in sweeps
-//! (`heap::alloc_multi_page`, at most every 2 ms; the free list's link moves to a bitmap in
-//! the pool descriptor, so the first page goes too) once a block has stayed free from
-//! one sweep to the next, so a block the program keeps reusing keeps its pages; and a request
-//! over 8 KiB takes a free block up to two classes larger before carving a new one.
+//! resident while its pool lives: the heap that owns them gives their pages back (the block
+//! moves from the free list to a bitmap in the pool descriptor, so the first page goes too)
+//! at its free when its size is not in reuse (`heap::free_multi_page`: such pools carry a
+//! tagged owner word, so only their frees leave the fast path), else in sweeps
+//! (`heap::alloc_multi_page`, at most every 2 ms) once it has stayed free from one sweep to
+//! the next, so a block the program keeps reusing keeps its pages; and a request over 8 KiB
+//! takes a free block up to two classes larger before carving a new one.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;
