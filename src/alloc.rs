@@ -163,13 +163,7 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
             return true;
         }
         (*pool).push_local(b);
-        (*pool).used -= 1;
-        // Both slow halves are the last call, so the fast path saves no register for them.
-        if (*me).counts.bump(CALL) {
-            heap::after_batch_of_frees(me, pool, CALL);
-        } else if (*pool).used <= 0 {
-            heap::after_local_free(me, pool);
-        }
+        heap::end_local_free(me, pool, CALL);
     }
     true
 }

@@ -649,6 +649,20 @@ pub unsafe fn free_multi_page(heap: *mut Heap, pool: *mut Pool, b: *mut Block, c
         } else {
             (*pool).push_local(b);
         }
+        end_local_free(heap, pool, call);
+    }
+}
+
+/// The end of a local free, once the block has left the program (on the free list or in the
+/// discarded set): counts the block and the call, and runs the slow halves when due. Both are
+/// the last call, so the free fast path saves no register for them.
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, and just took a block of `pool` back from the program.
+#[inline(always)]
+pub unsafe fn end_local_free(heap: *mut Heap, pool: *mut Pool, call: usize) {
+    // SAFETY: per the contract.
+    unsafe {
         (*pool).used -= 1;
         if (*heap).counts.bump(call) {
             after_batch_of_frees(heap, pool, call);
