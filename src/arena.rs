@@ -618,17 +618,6 @@ mod tests {
     use super::*;
     use crate::heap::empty_pool;
 
-    /// Pages of `[p, p + len)` that are resident (`mincore`).
-    fn resident_pages(p: *mut u8, len: usize) -> usize {
-        let pages = len.div_ceil(os::PAGE_SIZE);
-        let mut vec = [0u8; 64];
-        assert!(pages <= vec.len());
-        // SAFETY: p is a page-aligned mapping of len bytes; vec has room for a byte per page.
-        let r = unsafe { libc::mincore(p as *mut libc::c_void, len, vec.as_mut_ptr()) };
-        assert_eq!(r, 0);
-        vec[..pages].iter().filter(|&&v| v & 1 != 0).count()
-    }
-
     #[test]
     fn an_arena_writes_only_the_descriptors_of_pools_it_hands_out() {
         let size = core::mem::size_of::<Arena>().next_multiple_of(os::PAGE_SIZE);
@@ -659,7 +648,7 @@ mod tests {
             // Eager formatting would have written all 256 descriptors (every page of the
             // header); lazily, only the pages up to the second one are touched.
             let written = (*header).pools.as_ptr().add(2) as usize - header as usize;
-            let resident = resident_pages(header as *mut u8, size);
+            let resident = os::resident_pages(header as *mut u8, size);
             assert!(resident >= 1);
             assert!(
                 resident <= written.div_ceil(os::PAGE_SIZE),

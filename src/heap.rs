@@ -148,7 +148,12 @@ pub fn owner_heap(word: *mut Heap) -> *mut Heap {
 
 struct Registry {
     live: *mut Heap,
+    /// Heaps of exited threads, for reuse.
     spare: *mut Heap,
+    /// Never used heaps of the last slab: `fresh[..fresh_left]`. Handed out one at a time so
+    /// that a slab's untouched pages stay untouched (a process with one thread uses one heap).
+    fresh: *mut Heap,
+    fresh_left: usize,
     /// Counts of exited threads.
     dead_counts: CallTotals,
 }
@@ -158,6 +163,8 @@ unsafe impl Send for Registry {}
 static REGISTRY: Lock<Registry> = Lock::new(Registry {
     live: ptr::null_mut(),
     spare: ptr::null_mut(),
+    fresh: ptr::null_mut(),
+    fresh_left: 0,
     dead_counts: CallTotals::ZERO,
 });
 
@@ -792,16 +799,12 @@ fn attach_thread() -> *mut Heap {
     crate::init::ensure();
     let heap = {
         let mut reg = REGISTRY.lock();
-        let mut h = reg.spare;
-        if h.is_null() {
-            h = map_heap_slab(&mut reg);
-        }
+        let h = take_heap_slot(&mut reg);
         if h.is_null() {
             return ptr::null_mut();
         }
-        // SAFETY: h is a spare heap we own under the lock.
+        // SAFETY: h is a heap slot we own under the lock.
         unsafe {
-            reg.spare = (*h).next;
             h.write(Heap::new());
             (*h).next = reg.live;
             if !reg.live.is_null() {
@@ -818,23 +821,29 @@ fn attach_thread() -> *mut Heap {
     heap
 }
 
-/// Maps a slab of heaps onto the spare list; returns the first spare or null.
-fn map_heap_slab(reg: &mut Registry) -> *mut Heap {
-    let slab = crate::os::map(HEAP_SLAB, 0) as *mut Heap;
-    if slab.is_null() {
-        return ptr::null_mut();
+/// Memory for a heap: an exited thread's, else the next never used one of the current slab
+/// (mapping a new slab when it is used up). Null when the OS refuses a slab.
+fn take_heap_slot(reg: &mut Registry) -> *mut Heap {
+    let h = reg.spare;
+    if !h.is_null() {
+        // SAFETY: spare heaps are ours under the registry lock.
+        reg.spare = unsafe { (*h).next };
+        return h;
     }
-    stats::global().meta_mapped.add(HEAP_SLAB);
-    let n = HEAP_SLAB / core::mem::size_of::<Heap>();
-    for i in (0..n).rev() {
-        // SAFETY: i < n heaps fit in the fresh slab.
-        unsafe {
-            let h = slab.add(i);
-            (*h).next = reg.spare;
-            reg.spare = h;
+    if reg.fresh_left == 0 {
+        let slab = crate::os::map(HEAP_SLAB, 0) as *mut Heap;
+        if slab.is_null() {
+            return ptr::null_mut();
         }
+        stats::global().meta_mapped.add(HEAP_SLAB);
+        reg.fresh = slab;
+        reg.fresh_left = HEAP_SLAB / core::mem::size_of::<Heap>();
     }
-    reg.spare
+    let h = reg.fresh;
+    // SAFETY: fresh_left > 0 slots remain in the slab from `fresh` on.
+    reg.fresh = unsafe { h.add(1) };
+    reg.fresh_left -= 1;
+    h
 }
 
 /// Thread exit: hands the heap's pools over and recycles the heap.
@@ -1148,6 +1157,43 @@ mod tests {
 
     /// The tests below read global counters and budgets: run them one at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A heap slab is handed out a heap at a time: one thread's heap leaves the rest of the
+    /// slab untouched (threading a free list through the whole slab made all 64 KiB resident).
+    #[test]
+    fn a_heap_slot_touches_only_its_own_pages() {
+        let mut reg = super::Registry {
+            live: core::ptr::null_mut(),
+            spare: core::ptr::null_mut(),
+            fresh: core::ptr::null_mut(),
+            fresh_left: 0,
+            dead_counts: stats::CallTotals::ZERO,
+        };
+        let first = super::take_heap_slot(&mut reg);
+        assert!(!first.is_null());
+        let pages_of_one_heap = core::mem::size_of::<super::Heap>().div_ceil(crate::os::PAGE_SIZE);
+        // SAFETY: the slot is ours and as large as a heap.
+        unsafe { first.write(super::Heap::new()) };
+        let resident = crate::os::resident_pages(first as *mut u8, super::HEAP_SLAB);
+        assert!(
+            resident <= pages_of_one_heap,
+            "{resident} pages of the slab resident for one heap of {} bytes",
+            core::mem::size_of::<super::Heap>()
+        );
+        let second = super::take_heap_slot(&mut reg);
+        assert_eq!(
+            second,
+            first.wrapping_add(1),
+            "slots are handed out in address order"
+        );
+        // A heap given back is reused before a fresh slot.
+        reg.spare = first;
+        // SAFETY: first is a heap we own; next links spares.
+        unsafe { (*first).next = core::ptr::null_mut() };
+        assert_eq!(super::take_heap_slot(&mut reg), first);
+        // SAFETY: the slab is our own mapping, used by nothing else.
+        unsafe { crate::os::unmap(first as *mut u8, super::HEAP_SLAB) };
+    }
 
     /// A batch freed and allocated again is served from the heap's kept pools, without
     /// taking new pools from the arenas.

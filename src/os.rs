@@ -230,3 +230,16 @@ pub fn peak_rss() -> usize {
     }
     ru.ru_maxrss as usize * 1024
 }
+
+/// Pages of `[p, p + len)` that are resident (`mincore`): tests use it to show what a
+/// structure leaves untouched.
+#[cfg(test)]
+pub fn resident_pages(p: *mut u8, len: usize) -> usize {
+    let pages = len.div_ceil(PAGE_SIZE);
+    let mut vec = [0u8; 64];
+    assert!(pages <= vec.len());
+    // SAFETY: p is a page-aligned mapping of len bytes; vec has room for a byte per page.
+    let r = unsafe { libc::mincore(p as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    vec[..pages].iter().filter(|&&v| v & 1 != 0).count()
+}
