@@ -3,11 +3,15 @@
 //! ```text
 //!  class   block size              step   pool     blocks/pool
 //!   0..31  16, 32, ... 512          16    16 KiB   1024 .. 32   (CPython's classes exactly)
-//!  32..47  640 .. 8192            4/2^k  128 KiB    204 .. 16
-//!  48..63  10240 .. 131072        4/2^k    1 MiB    102 .. 8
+//!  32..47  576 .. 2048            8/2^k  128 KiB    227 .. 64
+//!  48..55  2560 .. 8192           4/2^k  128 KiB     51 .. 16
+//!  56..71  10240 .. 131072        4/2^k    1 MiB    102 .. 8
 //! ```
-//! Above 512 bytes there are four classes per power of two, so quantisation wastes at most
-//! 20% (and 12.5% on average) of a block. Every power of two is a class, and pools start on a
+//! From 512 bytes to 2 KiB there are eight classes per power of two (quantisation wastes at
+//! most 11% of a block), above that four (at most 20%). The finer steps are where CPython's
+//! live medium blocks are (dict keys, list item arrays, strings): with four per power of two
+//! their rounding cost a few percent of the medium bytes; four above 2 KiB keep the number of
+//! partly used pools, each with its carved but unused blocks, down. Every power of two is a class, and pools start on a
 //! multiple of their own size, so a power-of-two block is naturally aligned to its size: that
 //! is how `memalign` is served from pools without interior pointers.
 //! Requests above `POOLED_MAX` go to their own mapping (see `large`).
@@ -19,7 +23,7 @@ pub const NUM_SMALL: usize = SMALL_MAX / 16;
 /// The largest request served from a pool.
 pub const POOLED_MAX: usize = 128 * 1024;
 /// All classes.
-pub const NUM_CLASSES: usize = 64;
+pub const NUM_CLASSES: usize = 72;
 
 /// Arenas hold pools of a single size; `PoolKind` says which.
 pub const NUM_POOL_KINDS: usize = 3;
@@ -28,7 +32,7 @@ pub const POOL_SHIFT: [u32; NUM_POOL_KINDS] = [14, 17, 20];
 /// First class of each kind; kind k holds classes `KIND_FIRST_CLASS[k] ..< KIND_FIRST_CLASS[k+1]`.
 /// Classes just above 512 get the 128 KiB pools: in 16 KiB pools a 1 KiB class would change
 /// pools every 16 blocks, and a batch of them would spend its time on pool transitions.
-const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 48];
+const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 56];
 
 /// Requests above this many bytes get a *multi-page* class (blocks of more than two pages, in
 /// the 1 MiB pools). A freed block of those keeps its pages while any block of its pool lives,
@@ -38,13 +42,22 @@ pub const MULTI_PAGE_ABOVE: usize = 8192;
 /// The first multi-page class.
 pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
 
+/// Classes with eight per power of two: those above 512 bytes up to `FINE_MAX`.
+const NUM_FINE: usize = 16;
+/// The largest class of eight per power of two.
+const FINE_MAX: usize = 2048;
+
 /// Block size of class `c`.
 pub const fn class_size(c: usize) -> usize {
     if c < NUM_SMALL {
         (c + 1) << 4
-    } else {
+    } else if c < NUM_SMALL + NUM_FINE {
         let k = c - NUM_SMALL;
-        let b = 9 + k / 4;
+        let b = 9 + k / 8;
+        (1 << b) + (((k % 8) + 1) << (b - 3))
+    } else {
+        let k = c - NUM_SMALL - NUM_FINE;
+        let b = 11 + k / 4;
         (1 << b) + (((k % 4) + 1) << (b - 2))
     }
 }
@@ -60,14 +73,15 @@ pub const fn pool_kind(c: usize) -> usize {
     }
 }
 
-/// Requests up to this size find their class with one table load.
-pub const SMALL_LOOKUP_MAX: usize = 1024;
+/// Requests up to this size find their class with one table load: every class with steps
+/// finer than a power of two's quarter, so the formula above it has no case to tell apart.
+pub const SMALL_LOOKUP_MAX: usize = FINE_MAX;
 
-/// Classes for requests of up to 1024 bytes, indexed by `(n + 15) / 16`.
-static SMALL_LOOKUP: [u8; 65] = {
-    let mut t = [0u8; 65];
+/// Classes for requests of up to `SMALL_LOOKUP_MAX` bytes, indexed by `(n + 15) / 16`.
+static SMALL_LOOKUP: [u8; SMALL_LOOKUP_MAX / 16 + 1] = {
+    let mut t = [0u8; SMALL_LOOKUP_MAX / 16 + 1];
     let mut i = 1;
-    while i <= 64 {
+    while i <= SMALL_LOOKUP_MAX / 16 {
         let n = i * 16;
         t[i] = class_of_slow(n) as u8;
         i += 1;
@@ -85,7 +99,7 @@ pub fn class_of(n: usize) -> usize {
     if n <= SMALL_LOOKUP_MAX {
         class_of_small(n)
     } else {
-        class_of_slow(n)
+        class_of_coarse(n)
     }
 }
 
@@ -93,11 +107,19 @@ pub fn class_of(n: usize) -> usize {
 #[inline(always)]
 pub fn class_of_small(n: usize) -> usize {
     debug_assert!(n <= SMALL_LOOKUP_MAX);
-    // SAFETY: (n + 15) >> 4 <= 64 for n <= 1024, so the index is in range.
+    // SAFETY: (n + 15) >> 4 <= SMALL_LOOKUP_MAX / 16 for n <= SMALL_LOOKUP_MAX: in range.
     unsafe { *SMALL_LOOKUP.get_unchecked((n + 15) >> 4) as usize }
 }
 
-/// The formula behind `class_of`, usable in constant evaluation.
+/// `class_of` above `FINE_MAX`: four classes per power of two.
+#[inline(always)]
+const fn class_of_coarse(n: usize) -> usize {
+    let m = n - 1;
+    let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // floor(log2(n - 1)) >= 11
+    NUM_SMALL + NUM_FINE + (b - 11) * 4 + ((m >> (b - 2)) & 3)
+}
+
+/// The formula behind `class_of`, usable in constant evaluation (it builds the table).
 const fn class_of_slow(n: usize) -> usize {
     if n <= SMALL_MAX {
         if n == 0 {
@@ -105,10 +127,12 @@ const fn class_of_slow(n: usize) -> usize {
         } else {
             (n - 1) >> 4
         }
-    } else {
+    } else if n <= FINE_MAX {
         let m = n - 1;
-        let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // floor(log2(n - 1)) >= 9
-        NUM_SMALL + (b - 9) * 4 + ((m >> (b - 2)) & 3)
+        let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // 9 or 10
+        NUM_SMALL + (b - 9) * 8 + ((m >> (b - 3)) & 7)
+    } else {
+        class_of_coarse(n)
     }
 }
 
@@ -116,13 +140,14 @@ const fn class_of_slow(n: usize) -> usize {
 const _: () = {
     assert!(class_size(NUM_SMALL - 1) == SMALL_MAX);
     assert!(class_size(NUM_CLASSES - 1) == POOLED_MAX);
-    assert!(class_size(35) == 1024 && class_size(47) == 8192);
+    assert!(class_size(NUM_SMALL + 7) == 1024 && class_size(NUM_SMALL + NUM_FINE - 1) == FINE_MAX);
+    assert!(class_size(FIRST_MULTI_PAGE_CLASS - 1) == 8192);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS - 1) == MULTI_PAGE_ABOVE);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS) > 2 * crate::os::PAGE_SIZE);
     // Every kind's pool holds at least 8 blocks of its largest class.
     assert!((1 << POOL_SHIFT[0]) / class_size(NUM_SMALL - 1) >= 8);
-    assert!((1 << POOL_SHIFT[1]) / class_size(47) >= 8);
-    assert!((1 << POOL_SHIFT[2]) / class_size(63) >= 8);
+    assert!((1 << POOL_SHIFT[1]) / class_size(FIRST_MULTI_PAGE_CLASS - 1) >= 8);
+    assert!((1 << POOL_SHIFT[2]) / class_size(NUM_CLASSES - 1) >= 8);
 };
 
 #[cfg(test)]
@@ -148,7 +173,7 @@ mod tests {
             assert_eq!(class_of(class_size(c)), c);
         }
         assert_eq!(class_of(513), NUM_SMALL);
-        assert_eq!(class_size(NUM_SMALL), 640);
+        assert_eq!(class_size(NUM_SMALL), 576);
     }
 
     #[test]
@@ -160,10 +185,24 @@ mod tests {
     }
 
     #[test]
-    fn quantisation_above_512_is_at_most_a_fifth() {
+    fn quantisation_is_at_most_a_ninth_up_to_2k_and_a_fifth_above() {
         for c in NUM_SMALL + 1..NUM_CLASSES {
             let waste = class_size(c) - class_size(c - 1) - 1;
-            assert!(waste * 5 <= class_size(c), "class {c}");
+            if class_size(c) <= FINE_MAX {
+                assert!(waste * 9 <= class_size(c), "class {c}");
+            } else {
+                assert!(waste * 5 <= class_size(c), "class {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_lookup_table_and_the_formula_agree() {
+        for n in 0..=SMALL_LOOKUP_MAX {
+            assert_eq!(class_of_small(n), class_of_slow(n), "n={n}");
+        }
+        for n in SMALL_LOOKUP_MAX + 1..=POOLED_MAX {
+            assert_eq!(class_of_coarse(n), class_of_slow(n), "n={n}");
         }
     }
 
