@@ -39,7 +39,10 @@
  * their free, not the second: only a size in reuse keeps its free blocks a sweep longer.
  * Phase 11 (strict only, reported in every mode): a 90000-byte block (a multi-page size no
  * loop reuses) freed once beside a live block of its size leaves the resident set at its
- * free, with no sweep in between, as a large block does in phase 8. */
+ * free, with no sweep in between, as a large block does in phase 8.
+ * Phase 12 (strict only, reported in every mode): a large block served by the cache (so of a
+ * size in reuse), then grown by realloc to a size never asked for, leaves the resident set at
+ * its free as a block freed for the first time does in phase 8. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -579,6 +582,41 @@ int main(void)
         failures++;
     }
     free(keep11);
+
+    /* Phase 12: a block of a reused size, grown by realloc, leaves at its free. 300 KiB: no
+     * block cached by an earlier phase serves it (they are 512 KiB and more). */
+    size_t small12 = 300 * 1024, big12 = 900 * 1024;
+    malloc_trim(0);
+    unsigned char *first12 = malloc(small12);
+    CHECK(first12 != NULL, "malloc(%zu)", small12);
+    memset(first12, 0x12, small12);
+    free(opaque(first12));
+    size_t base12 = rss_bytes(), peak12;
+    unsigned char *b12 = malloc(small12);
+    CHECK(b12 != NULL, "malloc(%zu)", small12);
+    /* The precondition of the phase: the cache served the second request. */
+    int cached12 = b12 == first12;
+    memset(b12, 0x13, small12);
+    b12 = realloc(b12, big12);
+    CHECK(b12 != NULL, "realloc(%zu)", big12);
+    memset(b12, 0x14, big12);
+    peak12 = rss_bytes();
+    free(b12);
+    size_t freed12 = rss_bytes();
+    size_t limit12 = base12 + big12 / 10;
+    int ok12 = cached12 && freed12 <= limit12;
+    printf("rss_release: phase 12 (a %zu-byte block %s the cache, grown to %zu bytes: RSS base "
+           "%.2f, peak %.2f, after free %.2f MiB (limit %.2f) %s\n",
+           small12, cached12 ? "taken from" : "NOT taken from", big12, mib((long long)base12),
+           mib((long long)peak12), mib((long long)freed12), mib((long long)limit12),
+           verdict(ok12, strict));
+    if (!ok12 && strict) {
+        fprintf(stderr, "rss_release: FAIL: %s\n",
+                cached12 ? "a large block grown past its reused size is still resident after "
+                           "its free"
+                         : "the large-block cache did not serve a request of a size just freed");
+        failures++;
+    }
 
     if (failures)
         return 1;

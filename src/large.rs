@@ -39,8 +39,11 @@ pub struct Large {
     pub cached: bool,
     /// Cached, and its pages already given back: it reads as zero.
     discarded: bool,
-    /// The mapping has been taken from the cache before: its size is one the program asks
-    /// for again, so it keeps its pages while cached (for the purge delay).
+    /// The mapping has been taken from the cache before, at its present size: its size is
+    /// one the program asks for again, so it keeps its pages while cached (for the purge
+    /// delay). A resize clears it: the evidence was about the old size (CPython's
+    /// `json.dumps` grows a list from a reused 160 KiB block to 700 KiB, and that 700 KiB
+    /// was not asked for again).
     reused: bool,
     /// When it entered the cache (`os::now_ms`).
     cached_at_ms: u32,
@@ -368,6 +371,7 @@ pub unsafe fn resize(l: *mut Large, size: usize) -> *mut u8 {
         if new_len == old_len {
             return base;
         }
+        (*l).reused = false;
         let g = stats::global();
         if new_len < old_len || os::remap_in_place(base, old_len, new_len) {
             if new_len < old_len {
