@@ -45,7 +45,8 @@ pub struct Block {
 /// one, if the block is still free and still marked, takes it off the free list into the
 /// pool's *discarded set* and gives back every page lying wholly inside it, the first one
 /// included (the set is a bitmap in the descriptor, so the block's memory holds nothing the
-/// pool needs). So only a block that stayed free for a whole sweep interval loses its pages:
+/// pool needs), and the pages it shares with neighbours that are in the set too or were
+/// never carved. So only a block that stayed free for a whole sweep interval loses its pages:
 /// one freed and allocated again in a loop keeps them. Allocation clears the mark
 /// (`clear_discard_mark`). A block whose mark survives reuse (the program never wrote its
 /// third word) is only discarded one sweep early when freed again: no harm.
@@ -421,13 +422,27 @@ impl Pool {
         }
         self.discarded[i as usize / 64] |= 1 << (i % 64);
         let page = crate::os::PAGE_SIZE;
-        let from = (at + page - 1) & !(page - 1);
-        let to = (at + size) & !(page - 1);
+        let end = at + size;
+        let mut from = (at + page - 1) & !(page - 1);
+        let mut to = end & !(page - 1);
+        // A page the block shares with a neighbour goes too once nothing on it matters: the
+        // neighbour is in the set as well, or (after the block) not carved yet. Blocks span
+        // more than two pages, so such a page overlaps only these two blocks. Without this,
+        // a pool whose blocks are all discarded kept one page in two or three (10 KiB blocks).
+        if from != at && self.in_discarded_set(i - 1) {
+            from -= page;
+        }
+        if to != end && (i + 1 >= self.carved || self.in_discarded_set(i + 1)) {
+            to += page;
+        }
         if to <= from {
             return 0;
         }
-        // SAFETY: [from, to) lies inside block i, which is free and on no list: nobody reads
-        // its contents until it leaves the set, and then as fresh (zero) memory.
+        // SAFETY: [from, to) lies inside block i, which is free and on no list, and the pages
+        // it shares with its neighbours only when they are in the set or were never carved:
+        // nobody reads those bytes until their block leaves the set (or is carved), and then
+        // as fresh (zero) memory. The range stays inside the pool, whose size is a multiple
+        // of the page size.
         unsafe { crate::os::discard(from as *mut u8, to - from) };
         to - from
     }
@@ -743,6 +758,67 @@ mod tests {
     fn inverse_is_an_inverse() {
         for d in (1u64..5000).step_by(2) {
             assert_eq!(d.wrapping_mul(inverse_odd(d)), 1);
+        }
+    }
+
+    /// A discarded block gives back the pages it shares with neighbours in the discarded set
+    /// (or never carved), and keeps those it shares with a live neighbour.
+    #[test]
+    fn discarded_neighbours_give_back_the_pages_they_share() {
+        use crate::os::{self, PAGE_SIZE};
+        let class = crate::size_class::FIRST_MULTI_PAGE_CLASS; // 10 KiB: 2.5 pages a block
+        let pool_size = 1usize << crate::size_class::POOL_SHIFT[2];
+        let mem = os::map(pool_size, 0);
+        assert!(!mem.is_null());
+        let mut p = Pool::EMPTY;
+        p.start = mem;
+        p.format(class, pool_size);
+        let size = class_size(class);
+        let resident =
+            |addr: usize| os::resident_pages((addr & !(PAGE_SIZE - 1)) as *mut u8, PAGE_SIZE) == 1;
+        // SAFETY: the pool covers `mem`, a mapping this test owns; one thread. Blocks are
+        // handed out by pop, written whole, and each discarded once while live.
+        unsafe {
+            let mut b = [core::ptr::null_mut::<u8>(); 5];
+            for slot in b.iter_mut() {
+                assert!(p.carve(), "multi-page classes carve a block at a time");
+                *slot = p.pop() as *mut u8;
+                core::ptr::write_bytes(*slot, 0x5a, size);
+            }
+            assert_eq!(p.carved, 5);
+            // Blocks of 2.5 pages: b0/b1 share a page, b2/b3 too, b4 shares its last page
+            // with the never carved b5; b1/b2 and b3/b4 meet on a page boundary.
+            let page_at = |off: usize| mem as usize + off;
+            let (shared01, shared23, after4) =
+                (page_at(size), page_at(3 * size), page_at(5 * size));
+            assert!(
+                shared01 % PAGE_SIZE != 0 && shared23 % PAGE_SIZE != 0 && after4 % PAGE_SIZE != 0
+            );
+            p.discard_freed_block(b[1] as *mut Block);
+            assert!(
+                !resident(b[1] as usize + PAGE_SIZE),
+                "a page wholly inside b1 stayed"
+            );
+            assert!(resident(shared01), "the page b1 shares with live b0 went");
+            p.discard_freed_block(b[2] as *mut Block);
+            assert!(resident(shared23), "the page b2 shares with live b3 went");
+            p.discard_freed_block(b[3] as *mut Block);
+            assert!(
+                !resident(shared23),
+                "the page b3 shares with b2 (in the set) stayed"
+            );
+            p.discard_freed_block(b[4] as *mut Block);
+            assert!(
+                !resident(after4),
+                "the page b4 shares with uncarved memory stayed"
+            );
+            assert!(resident(shared01) && resident(b[0] as usize));
+            p.discard_freed_block(b[0] as *mut Block);
+            assert!(
+                !resident(shared01),
+                "the page b0 shares with b1 (in the set) stayed"
+            );
+            os::unmap(mem, pool_size);
         }
     }
 }
