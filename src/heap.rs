@@ -168,7 +168,8 @@ static REGISTRY: Lock<Registry> = Lock::new(Registry {
     dead_counts: CallTotals::ZERO,
 });
 
-/// Empty pools a heap keeps for reuse before giving them back to their arenas.
+/// Empty pools a heap keeps for reuse before giving them back to their arenas: by their own
+/// class first, by any class of their pool size when it needs a new pool (`take_kept_pool`).
 const KEEP_EMPTY_BYTES: usize = 1 << 20;
 /// Kept empty pools count as idle memory, which all heaps, free pools and the large cache
 /// share (`stats::idle_bytes`), so 32 threads do not keep 32 times the idle memory of one.
@@ -589,7 +590,10 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
             remote::sweep_abandoned_if_hinted();
             let mut pool = remote::adopt(class, heap);
             if pool.is_null() {
-                pool = arena::acquire_pool(pool_kind(class));
+                pool = take_kept_pool(heap, pool_kind(class));
+                if pool.is_null() {
+                    pool = arena::acquire_pool(pool_kind(class));
+                }
                 if pool.is_null() {
                     return ptr::null_mut();
                 }
@@ -600,6 +604,38 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
             }
             avail_insert(heap, pool);
         }
+    }
+}
+
+/// A kept empty pool of another class of pool kind `kind`, off its list and no longer kept,
+/// for the caller to format: its pages are resident, and a fresh pool from the arena would
+/// fault in new ones while the kept pool waits out the purge delay. Null if there is none.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn take_kept_pool(heap: *mut Heap, kind: usize) -> *mut Pool {
+    // SAFETY: we own the heap and every pool on its lists.
+    unsafe {
+        if (*heap).kept_empty == 0 {
+            return ptr::null_mut();
+        }
+        for class in 0..NUM_CLASSES {
+            if pool_kind(class) != kind || (*heap).avail[class] == empty_pool() {
+                continue;
+            }
+            // Kept pools are the non-head pools with nothing in use (see `kept_empty`).
+            let mut pool = (*(*heap).avail[class]).next;
+            while !pool.is_null() {
+                if (*pool).used == 0 {
+                    avail_remove(heap, pool);
+                    unkeep(heap, pool_bytes(pool));
+                    (*pool).forget_blocks();
+                    return pool;
+                }
+                pool = (*pool).next;
+            }
+        }
+        ptr::null_mut()
     }
 }
 
@@ -1193,6 +1229,47 @@ mod tests {
         assert_eq!(super::take_heap_slot(&mut reg), first);
         // SAFETY: the slab is our own mapping, used by nothing else.
         unsafe { crate::os::unmap(first as *mut u8, super::HEAP_SLAB) };
+    }
+
+    /// A heap that needs a pool for one class takes an empty pool it keeps for another class
+    /// of the same pool size (its pages are resident) before a new one from the arenas.
+    #[test]
+    fn a_new_class_reuses_the_pools_kept_for_another() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            const N: usize = 1000;
+            let mut blocks = [core::ptr::null_mut::<u8>(); N];
+            alloc::trim();
+            // 1 KiB blocks fill eight 128 KiB pools; freed, the seven behind the head are kept.
+            for b in blocks.iter_mut() {
+                *b = alloc::malloc(1024);
+            }
+            for b in blocks.iter().rev() {
+                // SAFETY: each block was just allocated above.
+                unsafe { alloc::free(*b, "free") };
+            }
+            assert!(stats::global().kept_empty.get() > 0, "no pool was kept");
+            // 1536-byte blocks: 85 to a pool, so N of them need 12 pools.
+            let size = 1536;
+            let per_pool = (128 << 10) / size;
+            let needed = N.div_ceil(per_pool);
+            let before = stats::global().pools_acquired.get();
+            for b in blocks.iter_mut() {
+                *b = alloc::malloc(size);
+            }
+            let acquired = stats::global().pools_acquired.get() - before;
+            assert!(
+                acquired + 4 <= needed,
+                "{acquired} of {needed} pools came from the arenas with pools kept for 1 KiB"
+            );
+            for b in blocks.iter() {
+                // SAFETY: as above.
+                unsafe { alloc::free(*b, "free") };
+            }
+            assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     /// A batch freed and allocated again is served from the heap's kept pools, without
