@@ -150,10 +150,9 @@ struct Registry {
     live: *mut Heap,
     /// Heaps of exited threads, for reuse.
     spare: *mut Heap,
-    /// Never used heaps of the last slab: `fresh[..fresh_left]`. Handed out one at a time so
-    /// that a slab's untouched pages stay untouched (a process with one thread uses one heap).
-    fresh: *mut Heap,
-    fresh_left: usize,
+    /// Never used heaps, handed out one at a time so that a process with one thread touches
+    /// one heap's pages of the slab.
+    fresh: crate::meta::Slab<Heap, HEAP_SLAB>,
     /// Counts of exited threads.
     dead_counts: CallTotals,
 }
@@ -163,8 +162,7 @@ unsafe impl Send for Registry {}
 static REGISTRY: Lock<Registry> = Lock::new(Registry {
     live: ptr::null_mut(),
     spare: ptr::null_mut(),
-    fresh: ptr::null_mut(),
-    fresh_left: 0,
+    fresh: crate::meta::Slab::new(),
     dead_counts: CallTotals::ZERO,
 });
 
@@ -866,20 +864,7 @@ fn take_heap_slot(reg: &mut Registry) -> *mut Heap {
         reg.spare = unsafe { (*h).next };
         return h;
     }
-    if reg.fresh_left == 0 {
-        let slab = crate::os::map(HEAP_SLAB, 0) as *mut Heap;
-        if slab.is_null() {
-            return ptr::null_mut();
-        }
-        stats::global().meta_mapped.add(HEAP_SLAB);
-        reg.fresh = slab;
-        reg.fresh_left = HEAP_SLAB / core::mem::size_of::<Heap>();
-    }
-    let h = reg.fresh;
-    // SAFETY: fresh_left > 0 slots remain in the slab from `fresh` on.
-    reg.fresh = unsafe { h.add(1) };
-    reg.fresh_left -= 1;
-    h
+    reg.fresh.take()
 }
 
 /// Thread exit: hands the heap's pools over and recycles the heap.
@@ -1201,8 +1186,7 @@ mod tests {
         let mut reg = super::Registry {
             live: core::ptr::null_mut(),
             spare: core::ptr::null_mut(),
-            fresh: core::ptr::null_mut(),
-            fresh_left: 0,
+            fresh: crate::meta::Slab::new(),
             dead_counts: stats::CallTotals::ZERO,
         };
         let first = super::take_heap_slot(&mut reg);

@@ -13,11 +13,11 @@
 //! is reused by a request it fits with at most a quarter to spare. A block larger than the
 //! bound is unmapped at once; `malloc_trim` empties the cache. The cache only reuses whole
 //! blocks: it does not split or merge them as tcmalloc's page heap does.
-//! Only a mapping that has already been reused once keeps its pages in the cache, and only
-//! for the purge delay (then heap ticks discard them, see `discard_idle`): one freed for the
-//! first time gives its pages back at once, as glibc's munmap would, because most big
-//! buffers are allocated once (CPython frees a 160 KiB one at the end of its imports) and a
-//! loop shows itself at its second round. A cached block without its pages still saves the
+//! Only a mapping that has already been reused once, at its present size, keeps its pages in
+//! the cache, and only for the purge delay (then heap ticks discard them, see
+//! `discard_idle`): one freed for the first time gives its pages back at once, as glibc's
+//! munmap would, because most big buffers are allocated once (CPython frees a 160 KiB one at
+//! the end of its imports) and a loop shows itself at its second round. A cached block without its pages still saves the
 //! map and unmap calls when reused, holds no memory (nor counts as idle memory) while it
 //! waits, and reads as zero, which calloc uses.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
@@ -135,18 +135,15 @@ fn take_cached(len: usize) -> *mut Large {
 struct Headers {
     /// Headers given back, for reuse first.
     spare: *mut Large,
-    /// The untouched rest of the current slab: headers are cut from it one at a time, so a
-    /// process with a few large blocks touches one page of it, not the whole slab.
-    fresh: *mut Large,
-    fresh_left: usize,
+    /// Never used headers: a process with a few large blocks touches one page of the slab.
+    fresh: crate::meta::Slab<Large, HEADER_SLAB>,
 }
 // SAFETY: headers are only handed out and taken back under the lock.
 unsafe impl Send for Headers {}
 
 static HEADERS: Lock<Headers> = Lock::new(Headers {
     spare: ptr::null_mut(),
-    fresh: ptr::null_mut(),
-    fresh_left: 0,
+    fresh: crate::meta::Slab::new(),
 });
 const HEADER_SLAB: usize = 64 * 1024;
 
@@ -158,20 +155,7 @@ fn new_header() -> *mut Large {
         h.spare = unsafe { (*l).next_spare };
         return l;
     }
-    if h.fresh_left == 0 {
-        let slab = os::map(HEADER_SLAB, 0) as *mut Large;
-        if slab.is_null() {
-            return ptr::null_mut();
-        }
-        stats::global().meta_mapped.add(HEADER_SLAB);
-        h.fresh = slab;
-        h.fresh_left = HEADER_SLAB / core::mem::size_of::<Large>();
-    }
-    let l = h.fresh;
-    // SAFETY: fresh_left > 0 headers remain in the slab after `fresh`.
-    h.fresh = unsafe { l.add(1) };
-    h.fresh_left -= 1;
-    l
+    h.fresh.take()
 }
 
 fn drop_header(l: *mut Large) {

@@ -61,7 +61,7 @@
 //! → `size_class`. `heap` and `remote` are one layer: a heap hands its pools to `remote` when
 //! its thread exits, and `remote` asks `heap` to release pools and to hint their owners.
 //! `report` and `init` (start-up, fork) read from every layer; `stats`, `options`, `tls`,
-//! `sync`, `diag` and `os` serve all of them. Only `os` makes system calls (and `init`/`tls`
+//! `sync`, `diag`, `meta` (slabs for heaps and large headers) and `os` serve all of them. Only `os` makes system calls (and `init`/`tls`
 //! the pthread registrations, `pyobject` its one `dlsym`).
 
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
@@ -81,6 +81,7 @@ pub mod ffi;
 pub mod heap;
 pub mod init;
 pub mod large;
+pub mod meta;
 pub mod options;
 pub mod os;
 pub mod pool;
