@@ -18,7 +18,7 @@
 //!  large block (> 128 KiB): its own chunk-aligned mapping, header out of band
 //! ```
 //! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512 in 16 KiB pools,
-//! then eight per power of two up to 2 KiB and four up to 128 KiB, in pools of 128 KiB (up
+//! then eight per power of two up to 1 KiB and four up to 128 KiB, in pools of 128 KiB (up
 //! to 8 KiB) or 1 MiB.
 //!
 //! ## Threads

@@ -3,15 +3,19 @@
 //! ```text
 //!  class   block size              step   pool     blocks/pool
 //!   0..31  16, 32, ... 512          16    16 KiB   1024 .. 32   (CPython's classes exactly)
-//!  32..47  576 .. 2048            8/2^k  128 KiB    227 .. 64
-//!  48..55  2560 .. 8192           4/2^k  128 KiB     51 .. 16
-//!  56..71  10240 .. 131072        4/2^k    1 MiB    102 .. 8
+//!  32..39  576 .. 1024            8/2^k  128 KiB    227 .. 128
+//!  40..51  1280 .. 8192           4/2^k  128 KiB    102 .. 16
+//!  52..67  10240 .. 131072        4/2^k    1 MiB    102 .. 8
 //! ```
-//! From 512 bytes to 2 KiB there are eight classes per power of two (quantisation wastes at
-//! most 11% of a block), above that four (at most 20%). The finer steps are where CPython's
-//! live medium blocks are (dict keys, list item arrays, strings): with four per power of two
-//! their rounding cost a few percent of the medium bytes; four above 2 KiB keep the number of
-//! partly used pools, each with its carved but unused blocks, down. Every power of two is a class, and pools start on a
+//! From 512 bytes to 1 KiB there are eight classes per power of two (quantisation wastes at
+//! most 11% of a block), above that four (at most 20%). The finer steps are where most of
+//! CPython's live medium blocks are (dict keys, list item arrays, strings: with four per power
+//! of two, tracemalloc put their rounding at 125 KiB at the end of nbody's imports, 508 blocks
+//! of 960 bytes in 1024-byte ones). Each class has partly used pools of its own, so finer
+//! steps cost elsewhere: eight per power of two up to 2 KiB made larson's threads, whose sizes
+//! are uniform up to 1 KiB and beyond, 2 to 4% larger, for no more gain in CPython; up to 8
+//! KiB, CPython lost the gain to the carved but unused blocks of the extra classes.
+//! Every power of two is a class, and pools start on a
 //! multiple of their own size, so a power-of-two block is naturally aligned to its size: that
 //! is how `memalign` is served from pools without interior pointers.
 //! Requests above `POOLED_MAX` go to their own mapping (see `large`).
@@ -23,7 +27,7 @@ pub const NUM_SMALL: usize = SMALL_MAX / 16;
 /// The largest request served from a pool.
 pub const POOLED_MAX: usize = 128 * 1024;
 /// All classes.
-pub const NUM_CLASSES: usize = 72;
+pub const NUM_CLASSES: usize = 68;
 
 /// Arenas hold pools of a single size; `PoolKind` says which.
 pub const NUM_POOL_KINDS: usize = 3;
@@ -32,7 +36,7 @@ pub const POOL_SHIFT: [u32; NUM_POOL_KINDS] = [14, 17, 20];
 /// First class of each kind; kind k holds classes `KIND_FIRST_CLASS[k] ..< KIND_FIRST_CLASS[k+1]`.
 /// Classes just above 512 get the 128 KiB pools: in 16 KiB pools a 1 KiB class would change
 /// pools every 16 blocks, and a batch of them would spend its time on pool transitions.
-const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 56];
+const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 52];
 
 /// Requests above this many bytes get a *multi-page* class (blocks of more than two pages, in
 /// the 1 MiB pools). A freed block of those keeps its pages while any block of its pool lives,
@@ -43,9 +47,10 @@ pub const MULTI_PAGE_ABOVE: usize = 8192;
 pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
 
 /// Classes with eight per power of two: those above 512 bytes up to `FINE_MAX`.
-const NUM_FINE: usize = 16;
-/// The largest class of eight per power of two.
-const FINE_MAX: usize = 2048;
+const NUM_FINE: usize = 8;
+/// The largest class of eight per power of two, and its log2.
+const FINE_MAX: usize = 1 << FINE_SHIFT;
+const FINE_SHIFT: usize = 10;
 
 /// Block size of class `c`.
 pub const fn class_size(c: usize) -> usize {
@@ -57,7 +62,7 @@ pub const fn class_size(c: usize) -> usize {
         (1 << b) + (((k % 8) + 1) << (b - 3))
     } else {
         let k = c - NUM_SMALL - NUM_FINE;
-        let b = 11 + k / 4;
+        let b = FINE_SHIFT + k / 4;
         (1 << b) + (((k % 4) + 1) << (b - 2))
     }
 }
@@ -115,8 +120,8 @@ pub fn class_of_small(n: usize) -> usize {
 #[inline(always)]
 const fn class_of_coarse(n: usize) -> usize {
     let m = n - 1;
-    let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // floor(log2(n - 1)) >= 11
-    NUM_SMALL + NUM_FINE + (b - 11) * 4 + ((m >> (b - 2)) & 3)
+    let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // floor(log2(n - 1)) >= FINE_SHIFT
+    NUM_SMALL + NUM_FINE + (b - FINE_SHIFT) * 4 + ((m >> (b - 2)) & 3)
 }
 
 /// The formula behind `class_of`, usable in constant evaluation (it builds the table).
@@ -129,7 +134,7 @@ const fn class_of_slow(n: usize) -> usize {
         }
     } else if n <= FINE_MAX {
         let m = n - 1;
-        let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // 9 or 10
+        let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // 9 to FINE_SHIFT - 1
         NUM_SMALL + (b - 9) * 8 + ((m >> (b - 3)) & 7)
     } else {
         class_of_coarse(n)
@@ -185,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn quantisation_is_at_most_a_ninth_up_to_2k_and_a_fifth_above() {
+    fn quantisation_is_at_most_a_ninth_up_to_1k_and_a_fifth_above() {
         for c in NUM_SMALL + 1..NUM_CLASSES {
             let waste = class_size(c) - class_size(c - 1) - 1;
             if class_size(c) <= FINE_MAX {
