@@ -24,7 +24,8 @@
 #   --work DIR       scratch directory: tool venv, pyperformance's venv, results, logs
 #                    (default /tmp/poolmalloc-pyperf; nothing is written in the repository except
 #                    BENCHMARKS.md and c-tests/python/results/)
-#   --no-write       print the section instead of writing BENCHMARKS.md
+#   --no-write       print the section instead of writing BENCHMARKS.md; the chart and the
+#                    summary go to the results directory, not c-tests/python/results/
 #
 # Needs: the interpreter given by PYTHON (default python3; a pyenv shim is resolved to the real
 # binary, which is what pyperformance must run), network access to PyPI (pyperformance and
@@ -239,7 +240,10 @@ META="$RESULTS/meta.json"
     printf ']}\n'
 } >"$META"
 
+# Only a run that writes BENCHMARKS.md replaces the chart and summary it links to; a --no-write
+# run leaves them next to its results.
 OUTDIR="$ROOT/c-tests/python/results"
+[ "$WRITE" = 1 ] || OUTDIR="$RESULTS"
 mkdir -p "$OUTDIR"
 report_args=(--results "$RESULTS" --configs "$(echo $CONFIGS | tr ' ' ',')" --mode "$MODE" --meta "$META"
     --png "$OUTDIR/pyperformance.png" --png-link "c-tests/python/results/pyperformance.png"
@@ -248,5 +252,9 @@ if [ "$WRITE" = 1 ]; then
     report_args+=(--markdown "$ROOT/BENCHMARKS.md")
 fi
 "$TOOLVENV/bin/python" "$ROOT/c-tests/python/pyperf_report.py" "${report_args[@]}" || exit 1
-[ "$WRITE" = 1 ] && echo "# wrote the section of $ROOT/BENCHMARKS.md and $OUTDIR/pyperformance.png"
+if [ "$WRITE" = 1 ]; then
+    echo "# wrote the section of $ROOT/BENCHMARKS.md and $OUTDIR/pyperformance.png"
+else
+    echo "# chart and summary in $OUTDIR (BENCHMARKS.md and c-tests/python/results/ untouched)"
+fi
 [ "$failures" -eq 0 ]
