@@ -17,9 +17,9 @@
 //! the cache, and only for the purge delay (then heap ticks discard them, see
 //! `discard_idle`): one freed for the first time gives its pages back at once, as glibc's
 //! munmap would, because most big buffers are allocated once (CPython frees a 160 KiB one at
-//! the end of its imports) and a loop shows itself at its second round. A cached block without its pages still saves the
-//! map and unmap calls when reused, holds no memory (nor counts as idle memory) while it
-//! waits, and reads as zero, which calloc uses.
+//! the end of its imports) and a loop shows itself at its second round. A cached block
+//! without its pages still saves the map and unmap calls when reused, holds no memory (nor
+//! counts as idle memory) while it waits, and reads as zero, which calloc uses.
 //! A cached block stays in the address map with `cached` set, so freeing it again is caught.
 
 use core::ptr;

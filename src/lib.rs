@@ -39,9 +39,10 @@
 //! Idle memory (free pools whose pages are still resident, *dirty*; emptied pools heaps keep;
 //! freed large blocks kept for reuse) is discarded with `MADV_DONTNEED` once it has been idle
 //! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap checks at most every 5 ms, from its
-//! allocation slow path and every 4096 calls of one kind (`heap::tick`). `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound
-//! free pools go without waiting, past four times it all of them. An arena whose pools are all
-//! free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back everything.
+//! allocation slow path and every 4096 calls of one kind (`heap::tick`).
+//! `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound free pools go without
+//! waiting, past four times it all of them. An arena whose pools are all free is unmapped (one
+//! is kept in reserve); `malloc_trim(0)` gives back everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
 //! resident while its pool lives: the heap that owns them gives their pages back (the block
 //! moves from the free list to a bitmap in the pool descriptor, so the first page goes too)
@@ -61,8 +62,9 @@
 //! → `size_class`. `heap` and `remote` are one layer: a heap hands its pools to `remote` when
 //! its thread exits, and `remote` asks `heap` to release pools and to hint their owners.
 //! `report` and `init` (start-up, fork) read from every layer; `stats`, `options`, `tls`,
-//! `sync`, `diag`, `meta` (slabs for heaps and large headers) and `os` serve all of them. Only `os` makes system calls (and `init`/`tls`
-//! the pthread registrations, `pyobject` its one `dlsym`).
+//! `sync`, `diag`, `meta` (slabs for heaps and large headers) and `os` serve all of them.
+//! Only `os` makes system calls (and `init`/`tls` the pthread registrations, `pyobject` its
+//! one `dlsym`).
 
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
 // the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise
