@@ -341,7 +341,9 @@ fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
     ptr::null_mut()
 }
 
-/// Sweeps if the last sweep is `SWEEP_INTERVAL_MS` old.
+/// Sweeps if the last sweep is `SWEEP_INTERVAL_MS` old. Restarts the byte count either way:
+/// a loop of multi-page blocks then reads the clock once per `SWEEP_AFTER_BYTES`, not at
+/// every allocation until the interval is over.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -349,9 +351,9 @@ fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
 unsafe fn sweep_multi_page_if_due(heap: *mut Heap, now: u32) {
     // SAFETY: per the contract.
     unsafe {
+        (*heap).multi_page_bytes = 0;
         if now.wrapping_sub((*heap).last_sweep_ms) >= SWEEP_INTERVAL_MS {
             (*heap).last_sweep_ms = now;
-            (*heap).multi_page_bytes = 0;
             sweep_multi_page(heap, false);
         }
     }
@@ -1213,6 +1215,33 @@ mod tests {
         assert_eq!(super::take_heap_slot(&mut reg), first);
         // SAFETY: the slab is our own mapping, used by nothing else.
         unsafe { crate::os::unmap(first as *mut u8, super::HEAP_SLAB) };
+    }
+
+    /// A loop of multi-page blocks reads the clock once per `SWEEP_AFTER_BYTES` of them: the
+    /// byte count restarts at every check, due or not (it used to restart only when a sweep
+    /// was due, so every allocation read the clock until `SWEEP_INTERVAL_MS` had passed).
+    #[test]
+    fn multi_page_loops_check_the_sweep_clock_once_per_batch_of_bytes() {
+        std::thread::spawn(|| {
+            let size = crate::size_class::class_size(crate::size_class::FIRST_MULTI_PAGE_CLASS);
+            for i in 0..4 * super::SWEEP_AFTER_BYTES / size {
+                let p = alloc::malloc(size);
+                assert!(!p.is_null());
+                let heap = crate::tls::heap();
+                // SAFETY: after an allocation the TLS heap is this thread's live heap.
+                let counted = unsafe { (*heap).multi_page_bytes };
+                assert!(
+                    counted < super::SWEEP_AFTER_BYTES,
+                    "{counted} bytes counted after {} allocations of {size}: the clock is read \
+                     at every allocation until a sweep is due",
+                    i + 1
+                );
+                // SAFETY: p was just allocated above.
+                unsafe { alloc::free(p, "free") };
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     /// A heap that needs a pool for one class takes an empty pool it keeps for another class
