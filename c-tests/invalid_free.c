@@ -203,9 +203,9 @@ int main(void)
     CHECK(page != MAP_FAILED, "mmap");
     unsigned char *small = malloc(32);
     CHECK(small != NULL, "malloc");
-    /* poolmalloc's arenas are 4 MiB, 4 MiB-aligned, cut into 16 KiB pools for small blocks */
+    /* poolmalloc's arenas are 4 MiB, 4 MiB-aligned, cut into 32 KiB pools for small blocks */
     unsigned char *last_pool =
-        (unsigned char *)(((uintptr_t)heap & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 16384);
+        (unsigned char *)(((uintptr_t)heap & ~(uintptr_t)((4 << 20) - 1)) + (4 << 20) - 32768);
 
     struct {
         enum kind k;

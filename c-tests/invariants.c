@@ -45,7 +45,7 @@ static size_t pick_size(uint64_t r)
     case 0: return 150000 + (r >> 8) % 400000;        /* large */
     case 1: case 2: case 3: return 8193 + (r >> 8) % 120000; /* 1 MiB pools */
     case 4: case 5: case 6: case 7: case 8: return 1025 + (r >> 8) % 7000; /* 128 KiB pools */
-    default: return 1 + (r >> 8) % 1024;              /* 16 KiB pools */
+    default: return 1 + (r >> 8) % 1024;              /* 32 KiB pools */
     }
 }
 

@@ -1,7 +1,7 @@
 //! Arenas: 4 MiB chunk-aligned mappings cut into equal pools, and the global bookkeeping that
 //! hands pools to heaps and gives memory back to the OS.
 //!
-//! Every arena holds pools of one kind (16 KiB, 128 KiB or 1 MiB; see `size_class`). Its header
+//! Every arena holds pools of one kind (32 KiB, 128 KiB or 1 MiB; see `size_class`). Its header
 //! lives in a separate small mapping, so the arena's memory is all pools and every pool starts
 //! on a multiple of its own size. The address map points the arena's chunk at the header; from
 //! there `pool_of` finds a pointer's pool with a mask and a shift.
@@ -43,10 +43,12 @@ const PURGE_HARD_FACTOR: usize = 4;
 pub const MAX_POOLS: usize = ARENA_SIZE >> POOL_SHIFT[0];
 const GRANULE_SHIFT: u32 = POOL_SHIFT[0];
 const GRANULES: usize = ARENA_SIZE >> GRANULE_SHIFT;
+// The descriptors of the smallest pools cost at most 1/256 of their memory (`POOL_SHIFT`).
+const _: () = assert!(core::mem::size_of::<Pool>() << 8 <= 1 << POOL_SHIFT[0]);
 
 #[repr(C)]
 pub struct Arena {
-    /// For each 16 KiB granule of the arena, the descriptor of the pool holding it: free's
+    /// For each 32 KiB granule of the arena, the descriptor of the pool holding it: free's
     /// pool lookup is one indexed load whatever the pool size.
     pub granule_pool: [*mut Pool; GRANULES],
     pub base: *mut u8,

@@ -10,14 +10,14 @@
 //!                                               │ pools[i] descriptors
 //!  arena: 4 MiB, 4 MiB-aligned mapping          ▼
 //!  ┌──────────┬──────────┬──────────┬─────┬──────────┐
-//!  │ pool 0   │ pool 1   │ pool 2   │ ... │ pool N-1 │   pools of one size: 16K/128K/1M
+//!  │ pool 0   │ pool 1   │ pool 2   │ ... │ pool N-1 │   pools of one size: 32K/128K/1M
 //!  └──────────┴──────────┴──────────┴─────┴──────────┘
 //!  pool: ┌────┬────┬────┬────┬───────────────────────┐
 //!        │blk │blk │blk │blk │ not yet carved        │   blocks of one size class
 //!        └────┴────┴────┴────┴───────────────────────┘
 //!  large block (> 128 KiB): its own chunk-aligned mapping, header out of band
 //! ```
-//! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512 in 16 KiB pools,
+//! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512 in 32 KiB pools,
 //! then eight per power of two up to 1 KiB and four up to 128 KiB, in pools of 128 KiB (up
 //! to 8 KiB) or 1 MiB.
 //!
