@@ -89,7 +89,8 @@ pub enum PoolState {
 pub const FULL_BIAS: i32 = 1 << 30;
 
 /// Bytes carved per refill: a page's worth, so a fresh pool is touched page by page, but at
-/// least `CARVE_MIN_BLOCKS` so that large classes do not refill on every allocation.
+/// least `CARVE_MIN_BLOCKS` so that large classes do not refill on every allocation (unless
+/// the class is carving sparsely, see `Pool::carve`).
 const CARVE_BYTES: usize = 4096;
 const CARVE_MIN_BLOCKS: usize = 4;
 
@@ -328,18 +329,23 @@ impl Pool {
     }
 
     /// Cuts up to a page's worth of fresh blocks onto the free list; false if none are left.
+    /// With `sparse` (the heap saw the class carve nothing lately, `heap::refill_and_pop`) no
+    /// more than a page's worth even for classes whose blocks fill a page in fewer than
+    /// `CARVE_MIN_BLOCKS`.
     ///
     /// # Safety
     /// Only the owner thread may call this; the pool must be formatted.
-    pub unsafe fn carve(&mut self) -> bool {
+    pub unsafe fn carve(&mut self, sparse: bool) -> bool {
         let left = self.capacity - self.carved;
         if left == 0 {
             return false;
         }
         let size = self.block_size as usize;
-        // Blocks over two pages are carved one at a time: carving writes the first word of
-        // each block, and each such block is a page the program may never use.
-        let min = if size > 2 * CARVE_BYTES {
+        // Carving writes the first word of each block, and each block of a page or more is a
+        // page the program may never use. Blocks over two pages are carved one at a time; up
+        // to two, as many as a page holds (at least one) for a class that carves sparsely,
+        // `CARVE_MIN_BLOCKS` for one that is filling pools in a loop.
+        let min = if sparse || size > 2 * CARVE_BYTES {
             1
         } else {
             CARVE_MIN_BLOCKS
@@ -681,6 +687,32 @@ mod tests {
         }
     }
 
+    /// A sparse carve cuts a page's worth (at least one block), a busy one at least four.
+    #[test]
+    fn sparse_carves_take_a_page_s_worth_busy_ones_four() {
+        for (size, sparse_blocks) in [(1024, 4), (2048, 2), (3072, 1), (8192, 1)] {
+            let class = crate::size_class::class_of(size);
+            assert_eq!(class_size(class), size);
+            let pool_size = 1usize << crate::size_class::POOL_SHIFT[1];
+            let mut mem = vec![0u8; pool_size];
+            let mut p = test_pool(class, &mut mem);
+            // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
+            unsafe {
+                assert!(p.carve(true));
+                assert_eq!(
+                    p.carved, sparse_blocks,
+                    "sparse carve of {size}-byte blocks"
+                );
+                assert!(p.carve(false));
+                assert_eq!(
+                    p.carved,
+                    sparse_blocks + 4,
+                    "busy carve of {size}-byte blocks"
+                );
+            }
+        }
+    }
+
     #[test]
     fn uncarved_blocks_are_not_valid_yet() {
         let mut mem = vec![0u8; 16384];
@@ -688,7 +720,7 @@ mod tests {
         let start = p.start as usize;
         assert_eq!(p.block_index(start), None);
         // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
-        unsafe { assert!(p.carve()) };
+        unsafe { assert!(p.carve(false)) };
         assert_eq!(p.block_index(start), Some(0));
         assert_eq!(p.block_index(start + p.carved_bytes()), None);
     }
@@ -703,7 +735,7 @@ mod tests {
             loop {
                 let b = p.pop();
                 if b.is_null() {
-                    if !p.carve() {
+                    if !p.carve(false) {
                         break;
                     }
                     continue;
@@ -742,7 +774,7 @@ mod tests {
         let mut p = test_pool(0, &mut mem);
         // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
         unsafe {
-            p.carve();
+            p.carve(false);
             let b = p.pop();
             assert_ne!((*b).key, p.freed_key());
             p.push_local(b);
@@ -781,7 +813,7 @@ mod tests {
         unsafe {
             let mut b = [core::ptr::null_mut::<u8>(); 5];
             for slot in b.iter_mut() {
-                assert!(p.carve(), "multi-page classes carve a block at a time");
+                assert!(p.carve(false), "multi-page classes carve a block at a time");
                 *slot = p.pop() as *mut u8;
                 core::ptr::write_bytes(*slot, 0x5a, size);
             }
