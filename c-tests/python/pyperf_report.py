@@ -190,7 +190,7 @@ def markdown(benches, rows, geo, configs, mode, meta):
                   if "poolmalloc" in rows[b] and rows[b]["poolmalloc"]["rss"] and rows[b]["pymalloc"]["rss"]]
         if deltas:
             L.append(
-                "Its peak RSS is %.1f to %.1f MiB above pymalloc's across the benchmarks (median %.1f MiB), "
+                "Its peak RSS minus pymalloc's is %+.2f to %+.2f MiB across the benchmarks (median %+.2f MiB), "
                 "on peaks of %.0f to %.0f MiB%s." % (
                     min(deltas), max(deltas), statistics.median(deltas),
                     min(rows[b]["pymalloc"]["rss"] for b in benches) / 2**20,
