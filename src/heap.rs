@@ -450,6 +450,7 @@ unsafe fn tick(heap: *mut Heap) {
         if (*heap).kept_empty != 0 {
             release_aged_kept(heap, now);
         }
+        release_idle_heads(heap, now);
         if (*heap).multi_page_unswept {
             sweep_multi_page_if_due(heap, now);
         }
@@ -536,6 +537,45 @@ unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
                     release(pool);
                 }
                 pool = next;
+            }
+        }
+    }
+}
+
+/// Gives back the pages of head pools that have had no block out for the purge delay. A
+/// class's head pool stays on its list when its last block comes back (the next allocation
+/// would need a pool again), so a class a thread stopped using kept the pages its blocks had
+/// touched for as long as the thread lived: up to 128 KiB for each class above 512 bytes, and
+/// a dozen pages of the 3 to 8 KiB classes at the end of CPython's imports. The first tick
+/// that finds a head empty stamps it; one the purge delay later that finds it empty again
+/// forgets its blocks and discards their pages, and the pool stays the head, clean. A class
+/// used and emptied again in between refaults a page or two, at most once per delay.
+/// Multi-page classes have their own sweeps.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn release_idle_heads(heap: *mut Heap, now: u32) {
+    let delay = crate::options::purge_delay_ms();
+    // SAFETY: we own the heap and the pools on its lists.
+    unsafe {
+        for class in 0..FIRST_MULTI_PAGE_CLASS {
+            let pool = (*heap).avail[class];
+            if pool == empty_pool() {
+                continue;
+            }
+            // `used` is only the head bias: no block out, so none on `thread_free` either
+            // (another thread can only free a block that is out).
+            if (*pool).used != 1 || (*pool).carved == 0 {
+                (*pool).idle_head_seen = false;
+                continue;
+            }
+            if !(*pool).idle_head_seen {
+                (*pool).idle_head_seen = true;
+                (*pool).freed_at_ms = now;
+            } else if now.wrapping_sub((*pool).freed_at_ms) >= delay {
+                (*pool).idle_head_seen = false;
+                let discarded = (*pool).discard_carved();
+                stats::global().bytes_returned.add(discarded);
             }
         }
     }
@@ -1286,6 +1326,62 @@ mod tests {
                 // SAFETY: both were allocated above.
                 unsafe { alloc::free(p, "free") };
             }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A head pool with no block out for the purge delay gives its pages back and stays the
+    /// head; one with a block out keeps them.
+    #[test]
+    fn an_idle_head_pool_gives_its_pages_back() {
+        std::thread::spawn(|| {
+            const N: usize = 64;
+            let size = 1792; // a class no other test uses: a fresh pool of this thread's
+            let mut blocks = [core::ptr::null_mut::<u8>(); N];
+            for b in blocks.iter_mut() {
+                *b = alloc::malloc(size);
+                // SAFETY: just allocated, size bytes.
+                unsafe { core::ptr::write_bytes(*b, 0x5a, size) };
+            }
+            let heap = crate::tls::heap();
+            let class = crate::size_class::class_of(size);
+            // SAFETY: this thread's live heap; its head pool of `class` is its own.
+            let pool = unsafe { (*heap).avail[class] };
+            // SAFETY: as above.
+            let (start, pool_size) = unsafe { ((*pool).start, super::pool_bytes(pool)) };
+            assert!(crate::os::resident_pages(start, pool_size) >= N * size / 4096);
+            let delay = crate::options::purge_delay_ms();
+            let t0 = crate::os::now_ms();
+            // One block out: the ticks leave the pool alone.
+            for b in &blocks[1..] {
+                // SAFETY: allocated above, freed once.
+                unsafe { alloc::free(*b, "free") };
+            }
+            // SAFETY: we own the heap.
+            unsafe {
+                super::release_idle_heads(heap, t0);
+                super::release_idle_heads(heap, t0.wrapping_add(delay));
+                assert!(
+                    (*pool).carved > 0,
+                    "a head pool with a block out was forgotten"
+                );
+                alloc::free(blocks[0], "free");
+                super::release_idle_heads(heap, t0.wrapping_add(2 * delay));
+                assert!(
+                    (*pool).carved > 0,
+                    "forgotten at the first tick that found it idle"
+                );
+                super::release_idle_heads(heap, t0.wrapping_add(3 * delay));
+                assert_eq!((*pool).carved, 0);
+                assert_eq!((*heap).avail[class], pool, "the pool still heads its class");
+            }
+            assert_eq!(crate::os::resident_pages(start, pool_size), 0);
+            let p = alloc::malloc(size);
+            assert!(!p.is_null());
+            // SAFETY: just allocated.
+            unsafe { alloc::free(p, "free") };
+            assert_eq!(alloc::check(), 0);
         })
         .join()
         .unwrap();

@@ -148,7 +148,10 @@ pub struct Pool {
     pub index: u32,
     /// Free and possibly resident: counted in the arena's dirty bytes until discarded.
     pub dirty: bool,
-    _pad: [u8; 19],
+    /// Heading its class list with no block out at the heap's last tick, since `freed_at_ms`
+    /// (see `heap::release_idle_heads`).
+    pub idle_head_seen: bool,
+    _pad: [u8; 18],
 }
 
 const _: () = {
@@ -206,7 +209,8 @@ impl Pool {
         arena: ptr::null_mut(),
         index: 0,
         dirty: false,
-        _pad: [0; 19],
+        idle_head_seen: false,
+        _pad: [0; 18],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
@@ -226,6 +230,7 @@ impl Pool {
         self.used = 0;
         self.carved = 0;
         self.discarded = [0; 2];
+        self.idle_head_seen = false;
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
     }
 
