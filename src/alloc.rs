@@ -42,7 +42,7 @@ pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
         return heap::alloc_class::<CALL>(class_of_small(size));
     }
     if size <= MULTI_PAGE_ABOVE {
-        return heap::alloc_class::<CALL>(class_of(size));
+        return heap::alloc_class_noting::<CALL, true>(class_of(size));
     }
     if size <= POOLED_MAX {
         return heap::alloc_multi_page::<CALL>(class_of(size));
@@ -370,7 +370,7 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
                 if c >= FIRST_MULTI_PAGE_CLASS {
                     return heap::alloc_multi_page_exact::<{ call::ALIGNED }>(c);
                 }
-                return heap::alloc_class::<{ call::ALIGNED }>(c);
+                return heap::alloc_class_noting::<{ call::ALIGNED }, true>(c);
             }
             c += 1;
         }

@@ -22,7 +22,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
 use crate::remote;
-use crate::size_class::{pool_kind, FIRST_MULTI_PAGE_CLASS, NUM_CLASSES, POOL_SHIFT};
+use crate::size_class::{
+    pool_kind, FIRST_MULTI_PAGE_CLASS, FIRST_SWEPT_CLASS, NUM_CLASSES, POOL_SHIFT,
+};
 use crate::stats::{self, call, CallCounts, CallTotals};
 use crate::sync::Lock;
 use crate::tls;
@@ -57,6 +59,10 @@ pub struct Heap {
     /// Classes that carved blocks since the last end of a batch of calls
     /// (`calls_batch_done`): the others carve sparsely (see `Pool::carve`).
     carved_lately: [bool; NUM_CLASSES],
+    /// Classes allocated from since the last tick (set by the medium sizes' malloc path and
+    /// every slow path, see `alloc_class_noting`): a swept medium class not in it was idle for
+    /// a whole tick interval (`sweep_resting`).
+    allocated_lately: [bool; NUM_CLASSES],
     /// When this heap last gave back aged idle memory (`tick`).
     last_tick_ms: u32,
     pub counts: CallCounts,
@@ -97,6 +103,7 @@ impl Heap {
             last_free_discard_call: 0,
             last_sweep_ms: 0,
             carved_lately: [false; NUM_CLASSES],
+            allocated_lately: [false; NUM_CLASSES],
             last_tick_ms: 0,
             counts: CallCounts::NEW,
             next: ptr::null_mut(),
@@ -132,6 +139,24 @@ const MULTI_PAGE_OWNER_TAG: usize = 1;
 #[inline(always)]
 pub fn owner_word(heap: *mut Heap, class: usize) -> *mut Heap {
     if class >= FIRST_MULTI_PAGE_CLASS {
+        multi_page_owner_word(heap)
+    } else {
+        heap
+    }
+}
+
+/// The `owner` word `pool`, which `heap` owns, must carry now: tagged for a multi-page class,
+/// and for a swept medium class while its discarded set holds blocks (those may read as zero,
+/// so a second free of one would pass the fast path's key check: `free_multi_page` checks the
+/// set instead). Set when the set fills (`sweep_resting`) and cleared when it empties.
+///
+/// # Safety
+/// `pool` is a formatted pool that `heap`'s thread owns (or is adopting).
+#[inline]
+pub unsafe fn pool_owner_word(heap: *mut Heap, pool: *const Pool) -> *mut Heap {
+    // SAFETY: per the contract.
+    let (class, discarded) = unsafe { ((*pool).class as usize, (*pool).has_discarded()) };
+    if class >= FIRST_MULTI_PAGE_CLASS || (class >= FIRST_SWEPT_CLASS && discarded) {
         multi_page_owner_word(heap)
     } else {
         heap
@@ -207,6 +232,14 @@ const HEAP_SLAB: usize = 64 * 1024;
 /// entry point `CALL` (see `call`).
 #[inline(always)]
 pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
+    alloc_class_noting::<CALL, false>(class)
+}
+
+/// `alloc_class` that also notes, with `NOTE`, that the class is in use
+/// (`Heap::allocated_lately`): one store, for the medium sizes' malloc path only. The slow
+/// path notes every class.
+#[inline(always)]
+pub fn alloc_class_noting<const CALL: usize, const NOTE: bool>(class: usize) -> *mut u8 {
     let heap = tls::heap();
     if !heap.is_null() {
         // SAFETY: a non-null TLS heap is this thread's heap (or DEAD, whose lists are all
@@ -216,6 +249,9 @@ pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
             let pool = *(*heap).avail.get_unchecked(class);
             let b = (*pool).pop();
             if !b.is_null() {
+                if NOTE {
+                    *(*heap).allocated_lately.get_unchecked_mut(class) = true;
+                }
                 if (*heap).counts.bump(CALL) {
                     return after_batch_of_allocs(heap, CALL, b as *mut u8);
                 }
@@ -395,6 +431,77 @@ unsafe fn sweep_multi_page(heap: *mut Heap, all: bool) {
     stats::global().bytes_returned.add(discarded);
 }
 
+/// A class in use whose pool took the checked free path this many times since the last tick
+/// gets its discarded set back (`revive_if_in_use`).
+const REVIVE_AFTER_CHECKED_FREES: u8 = 16;
+
+/// A pool of a swept medium class whose frees took the checked path
+/// `REVIVE_AFTER_CHECKED_FREES` times since the last tick: if its class allocated in that
+/// time too, it is in a loop that the discarded set only slows down, so the set comes back
+/// (`Pool::revive_discarded`), the owner word loses its tag, and the pool discards nothing
+/// more until an interval in which its class allocates nothing (`sweep_resting`).
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, a pool on its lists.
+#[cold]
+#[inline(never)]
+unsafe fn revive_if_in_use(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the contract.
+    unsafe {
+        (*pool).checked_frees = 0;
+        if (*heap).allocated_lately[(*pool).class as usize] {
+            (*pool).revive_discarded();
+            (*pool).revived = true;
+            (*pool).owner.store(heap, Ordering::Release);
+        }
+    }
+}
+
+/// At every tick, for each pool of the swept medium classes (see `Pool::rest_free_blocks`):
+/// the blocks that rested through the last interval, not needed by any refill, lose their
+/// pages (into the discarded set), and the free list goes to rest in turn. While the set
+/// holds blocks the pool's frees take the checked path (`pool_owner_word`); a loop whose own
+/// block stayed out of the resting list while idle neighbours were discarded gets the set
+/// back (`revive_if_in_use`), and that pool then discards only after an interval in which
+/// its class allocated nothing (`Heap::allocated_lately`), so a loop does not fault its
+/// pool's idle blocks in and out. With `all` (`malloc_trim`), every free
+/// block loses its pages at once. Kept empty pools are left to `release_aged_kept`.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn sweep_resting(heap: *mut Heap, all: bool) {
+    let mut discarded = 0;
+    // SAFETY: we own the heap and the pools on its lists.
+    unsafe {
+        for class in FIRST_SWEPT_CLASS..FIRST_MULTI_PAGE_CLASS {
+            let in_use = (*heap).allocated_lately[class];
+            let mut pool = (*heap).avail[class];
+            while pool != empty_pool() && !pool.is_null() {
+                if (*pool).used != 0 {
+                    if !in_use {
+                        (*pool).revived = false;
+                    }
+                    if all || !(*pool).revived {
+                        discarded += (*pool).discard_resting();
+                        (*pool).rest_free_blocks();
+                        if all {
+                            discarded += (*pool).discard_resting();
+                        }
+                    }
+                    (*pool).checked_frees = 0;
+                    let word = pool_owner_word(heap, pool);
+                    if (*pool).owner.load(Ordering::Relaxed) != word {
+                        (*pool).owner.store(word, Ordering::Release);
+                    }
+                }
+                pool = (*pool).next;
+            }
+        }
+        (*heap).allocated_lately = [false; NUM_CLASSES];
+    }
+    stats::global().bytes_returned.add(discarded);
+}
+
 /// Sets errno to ENOMEM when the OS refuses memory.
 #[cold]
 #[inline(never)]
@@ -417,6 +524,7 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         unsafe {
             (*heap).counts.bump_and_roll(call);
             tick(heap);
+            (*heap).allocated_lately[class] = true;
             refill_and_pop(heap, class)
         }
     };
@@ -451,6 +559,7 @@ unsafe fn tick(heap: *mut Heap) {
             release_aged_kept(heap, now);
         }
         release_idle_heads(heap, now);
+        sweep_resting(heap, false);
         if (*heap).multi_page_unswept {
             sweep_multi_page_if_due(heap, now);
         }
@@ -576,6 +685,10 @@ unsafe fn release_idle_heads(heap: *mut Heap, now: u32) {
                 (*pool).idle_head_seen = false;
                 let discarded = (*pool).discard_carved();
                 stats::global().bytes_returned.add(discarded);
+                // Its discarded set is forgotten too.
+                (*pool)
+                    .owner
+                    .store(pool_owner_word(heap, pool), Ordering::Release);
             }
         }
     }
@@ -601,6 +714,28 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                         (*pool).check_popped(b);
                     }
                     return b;
+                }
+                // Resting blocks (swept medium classes) still have their pages: one for a
+                // class that has not refilled in this batch of calls, all of them for one
+                // allocating in a loop, as for carving below.
+                if (FIRST_SWEPT_CLASS..FIRST_MULTI_PAGE_CLASS).contains(&class)
+                    && (*pool).has_resting_or_discarded()
+                {
+                    let busy = &mut (*heap).carved_lately[class];
+                    let b = (*pool).take_resting(if *busy { pool::CARVE_MIN_BLOCKS } else { 1 });
+                    if !b.is_null() {
+                        *busy = true;
+                        return b;
+                    }
+                    let b = (*pool).take_discarded();
+                    if !b.is_null() {
+                        if !(*pool).has_discarded() {
+                            (*pool)
+                                .owner
+                                .store(pool_owner_word(heap, pool), Ordering::Release);
+                        }
+                        return b;
+                    }
                 }
                 // Blocks a sweep discarded (multi-page classes) before fresh ones: the pages
                 // are gone either way, and carving would grow the pool.
@@ -736,6 +871,19 @@ pub unsafe fn free_multi_page(heap: *mut Heap, pool: *mut Pool, b: *mut Block, c
     // SAFETY: per the contract.
     unsafe {
         let class = (*pool).class as usize;
+        if class < FIRST_MULTI_PAGE_CLASS {
+            // A swept medium class whose discarded set holds blocks (`pool_owner_word`).
+            if (*pool).holds_discarded(b as usize) {
+                crate::diag::fatal("free", "double free detected for", b as usize);
+            }
+            (*pool).push_local(b);
+            (*pool).checked_frees += 1;
+            if (*pool).checked_frees >= REVIVE_AFTER_CHECKED_FREES {
+                revive_if_in_use(heap, pool);
+            }
+            end_local_free(heap, pool, call);
+            return;
+        }
         let in_reuse = (*heap).multi_page_reused | (*heap).multi_page_reused_before;
         if in_reuse & (1 << (class - FIRST_MULTI_PAGE_CLASS)) == 0 {
             let bytes = (*pool).discard_freed_block(b);
@@ -1010,6 +1158,7 @@ pub fn trim_current_thread() {
         // Every kept pool was released above.
         unkeep(heap, (*heap).kept_empty);
         sweep_multi_page(heap, true);
+        sweep_resting(heap, true);
     }
 }
 
@@ -1077,7 +1226,8 @@ unsafe fn recount_after_fork(pool: *mut Pool) {
             on_list += 1;
             b = (*b).next;
         }
-        let mut used = ((*pool).carved - on_list) as i32;
+        let idle = on_list + (*pool).resting_count() + (*pool).discarded_count();
+        let mut used = (*pool).carved.saturating_sub(idle) as i32;
         if (*pool).head {
             used += 1;
         }
@@ -1106,7 +1256,7 @@ pub fn check_current_thread() -> usize {
     // SAFETY: this thread owns its heap and every pool on its lists.
     unsafe {
         let check_pool = |pool: *mut Pool, report: &mut dyn FnMut(&str, *const Pool)| {
-            if (*pool).owner.load(Ordering::Relaxed) != owner_word(heap, (*pool).class as usize) {
+            if (*pool).owner.load(Ordering::Relaxed) != pool_owner_word(heap, pool) {
                 report("pool on our list has another owner:", pool);
             }
             let mut n = 0u32;
@@ -1130,7 +1280,8 @@ pub fn check_current_thread() -> usize {
             if (*pool).head {
                 used -= 1;
             }
-            if used < 0 || used as u32 + n + (*pool).discarded_count() != (*pool).carved {
+            let resting = (*pool).resting_count();
+            if used < 0 || used as u32 + n + resting + (*pool).discarded_count() != (*pool).carved {
                 report("carved != blocks out + free list; pool", pool);
             }
         };
@@ -1331,6 +1482,108 @@ mod tests {
         .unwrap();
     }
 
+    /// Free blocks of a swept medium class rest at one tick and lose their pages at the next,
+    /// unless a refill took them in between; while the discarded set holds blocks the pool's
+    /// owner word is tagged (frees check the set), and a class in use whose frees keep taking
+    /// that path gets the set back, and keeps its blocks until an idle interval. Allocations
+    /// call `refill_and_pop` and note the class as the malloc path does: malloc's slow path
+    /// would tick on its own.
+    #[test]
+    fn resting_medium_blocks_lose_their_pages_at_the_next_tick() {
+        std::thread::spawn(|| {
+            const N: usize = 16;
+            let size = 5000; // 5 KiB blocks: a page each, and some shared with neighbours
+            let class = crate::size_class::class_of(size);
+            assert!((super::FIRST_SWEPT_CLASS..super::FIRST_MULTI_PAGE_CLASS).contains(&class));
+            let mut blocks = [core::ptr::null_mut::<u8>(); N];
+            for b in blocks.iter_mut() {
+                *b = alloc::malloc(size);
+                // SAFETY: just allocated, size bytes.
+                unsafe { core::ptr::write_bytes(*b, 0x5a, size) };
+            }
+            let heap = crate::tls::heap();
+            let tagged = super::multi_page_owner_word(heap);
+            let relaxed = core::sync::atomic::Ordering::Relaxed;
+            // SAFETY: this thread's live heap; the pools on its lists are its own, and every
+            // block freed was allocated above and is freed once.
+            unsafe {
+                assert!((*heap).allocated_lately[class], "malloc notes the class");
+                let pool = (*heap).avail[class];
+                // The carved blocks' pages (the pool may have come dirty from its arena).
+                let (start, len) = ((*pool).start, (*pool).carved_bytes().next_multiple_of(4096));
+                let resident_before = crate::os::resident_pages(start, len);
+                assert!(resident_before >= N * size / 4096);
+                // blocks[0] stays out; the others go back.
+                for &b in &blocks[1..] {
+                    alloc::free(b, "free");
+                }
+                // Carving may have cut a block or two more than N.
+                let free = (*pool).carved - (*pool).blocks_out();
+                assert!(free >= N as u32 - 1);
+                super::sweep_resting(heap, false);
+                assert_eq!((*pool).resting_count(), free, "the free blocks rest");
+                // Blocks a refill takes back in the interval keep their pages (a refill takes
+                // as many as it would carve); those that rest through it lose them.
+                let x = super::refill_and_pop(heap, class) as *mut u8;
+                let taken = free - (*pool).resting_count();
+                assert!((1..=crate::pool::CARVE_MIN_BLOCKS).contains(&taken));
+                alloc::free(x, "free");
+                super::sweep_resting(heap, false);
+                assert_eq!((*pool).discarded_count(), free - taken);
+                assert_eq!((*pool).resting_count(), taken);
+                super::sweep_resting(heap, false);
+                assert_eq!((*pool).discarded_count(), free);
+                assert_eq!((*pool).resting_count(), 0);
+                assert_eq!((*pool).owner.load(relaxed), tagged);
+                let resident_after = crate::os::resident_pages(start, len);
+                // What stays: blocks[0]'s two pages, at most.
+                assert!(resident_after <= 2, "{resident_after} pages still resident");
+                assert_eq!(alloc::check(), 0);
+                // Freeing a discarded block again would be refused (`free_multi_page`); its
+                // memory reads as zero, so the key check alone would not see it.
+                assert!((*pool).holds_free_block(blocks[1] as *mut crate::pool::Block));
+                // Allocating takes blocks back from the set...
+                let x = super::refill_and_pop(heap, class) as *mut u8;
+                assert_eq!(
+                    (*pool).discarded_count(),
+                    free - 1,
+                    "the block came from the set"
+                );
+                core::ptr::write_bytes(x, 0xcd, size);
+                alloc::free(x, "free");
+                // ...and a loop whose frees keep taking the checked path (that free was the
+                // first) gets the set back.
+                for _ in 1..super::REVIVE_AFTER_CHECKED_FREES {
+                    assert_eq!((*pool).owner.load(relaxed), tagged);
+                    let y = super::refill_and_pop(heap, class) as *mut u8;
+                    (*heap).allocated_lately[class] = true;
+                    alloc::free(y, "free");
+                }
+                assert_eq!((*pool).discarded_count(), 0);
+                assert_eq!(
+                    (*pool).owner.load(relaxed),
+                    heap,
+                    "untagged once the set is empty"
+                );
+                assert_eq!(alloc::check(), 0);
+                // While the class stays in use, its blocks no longer rest...
+                for _ in 0..2 {
+                    (*heap).allocated_lately[class] = true;
+                    super::sweep_resting(heap, false);
+                }
+                assert_eq!((*pool).resting_count() + (*pool).discarded_count(), 0);
+                // ...until an interval in which it allocates nothing.
+                super::sweep_resting(heap, false);
+                assert_eq!((*pool).resting_count(), free);
+                assert_eq!(alloc::check(), 0);
+                alloc::free(blocks[0], "free");
+            }
+            assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
     /// A head pool with no block out for the purge delay gives its pages back and stays the
     /// head; one with a block out keeps them.
     #[test]
@@ -1348,8 +1601,11 @@ mod tests {
             let class = crate::size_class::class_of(size);
             // SAFETY: this thread's live heap; its head pool of `class` is its own.
             let pool = unsafe { (*heap).avail[class] };
+            // The carved blocks' pages: the pool may have come dirty from its arena, with
+            // pages of another test's blocks resident beyond them.
             // SAFETY: as above.
-            let (start, pool_size) = unsafe { ((*pool).start, super::pool_bytes(pool)) };
+            let (start, pool_size) =
+                unsafe { ((*pool).start, (*pool).carved_bytes().next_multiple_of(4096)) };
             assert!(crate::os::resident_pages(start, pool_size) >= N * size / 4096);
             let delay = crate::options::purge_delay_ms();
             let t0 = crate::os::now_ms();

@@ -52,6 +52,13 @@
 //! (`heap::alloc_multi_page`, at most every 2 ms) once it has stayed free from one sweep to
 //! the next, so a block the program keeps reusing keeps its pages; and a request over 8 KiB
 //! takes a free block up to two classes larger before carving a new one.
+//! Blocks of 3 to 8 KiB cover a page or most of one, and programs often use them once (file
+//! buffers): at each tick their free lists go to rest, off the malloc fast path; a refill
+//! takes from the resting blocks before carving, and those still resting at the next tick
+//! lose their pages into the same bitmap (`heap::sweep_resting`). Their frees stay on the
+//! fast path: only while a pool's bitmap holds blocks does its owner word carry the tag that
+//! sends its frees to the checked path, and a loop that keeps freeing into such a pool gets
+//! its blocks back at once.
 //!
 //! ## Bad pointers
 //! The address map tells our memory from anyone else's without touching the pointer's memory;

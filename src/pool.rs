@@ -5,13 +5,16 @@
 //! ## Block accounting (the invariant every path keeps)
 //! ```text
 //! capacity = carved + uncarved
-//! carved   = used + len(free) + len(thread_free)      (blocks cut from the pool so far)
+//! carved   = used + len(free) + len(resting) + len(thread_free) + |discarded|
+//!                                                    (blocks cut from the pool so far)
 //! used     = blocks handed to the program that have not come back through `free` or
 //!            a collection of `thread_free`
 //! ```
 //! `free` is the owner's list: only the owning thread touches it, with plain loads and stores.
 //! `thread_free` is where other threads push the blocks they free (a CAS loop, Release); the
 //! owner takes the whole list at once with a swap (Acquire) and splices it onto `free`.
+//! `resting` and the discarded set hold free blocks off the free list, on their way to giving
+//! their pages back (`rest_free_blocks`, `DISCARD_MARK_WORD`).
 //! The pool is empty when `used == 0` after collecting; only then may it leave its heap.
 //!
 //! ## States
@@ -92,7 +95,7 @@ pub const FULL_BIAS: i32 = 1 << 30;
 /// least `CARVE_MIN_BLOCKS` so that large classes do not refill on every allocation (unless
 /// the class is carving sparsely, see `Pool::carve`).
 const CARVE_BYTES: usize = 4096;
-const CARVE_MIN_BLOCKS: usize = 4;
+pub const CARVE_MIN_BLOCKS: u32 = 4;
 
 /// A pool descriptor is two cache lines, laid out by who writes them. Line 1 is what every
 /// free reads (any thread's), plus the list other threads push their frees on, plus the list
@@ -151,12 +154,22 @@ pub struct Pool {
     /// Heading its class list with no block out at the heap's last tick, since `freed_at_ms`
     /// (see `heap::release_idle_heads`).
     pub idle_head_seen: bool,
-    _pad: [u8; 18],
+    /// Frees that took the checked path since the heap's last tick because the discarded set
+    /// held blocks (see `heap::revive_if_in_use`). Owner only.
+    pub checked_frees: u8,
+    /// Its discarded set was taken back for a class in use (`revive_discarded`): its blocks
+    /// lose their pages again only after an interval in which the class allocated nothing.
+    pub revived: bool,
+    /// Free blocks that have been resting since the heap's last tick (swept medium classes,
+    /// see `rest_free_blocks`): off the free list, so only a refill hands them out. Owner only.
+    resting: *mut Block,
+    _pad2: [u8; 8],
 }
 
 const _: () = {
     assert!(core::mem::offset_of!(Pool, freed_at_ms) + 4 == 64);
     assert!(core::mem::offset_of!(Pool, free) == 64);
+    assert!(core::mem::offset_of!(Pool, resting) % 8 == 0);
     assert!(core::mem::size_of::<Pool>() == 128);
 };
 
@@ -210,7 +223,10 @@ impl Pool {
         index: 0,
         dirty: false,
         idle_head_seen: false,
-        _pad: [0; 18],
+        checked_frees: 0,
+        revived: false,
+        resting: ptr::null_mut(),
+        _pad2: [0; 8],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
@@ -230,6 +246,9 @@ impl Pool {
         self.used = 0;
         self.carved = 0;
         self.discarded = [0; 2];
+        self.resting = ptr::null_mut();
+        self.checked_frees = 0;
+        self.revived = false;
         self.idle_head_seen = false;
         self.thread_free.store(ptr::null_mut(), Ordering::Relaxed);
     }
@@ -319,10 +338,20 @@ impl Pool {
         let head = self.thread_free.swap(ptr::null_mut(), Ordering::Acquire);
         let mut n = 1u32;
         let mut tail = head;
+        // A block in the discarded set may read as zero, so a second free of it from another
+        // thread passed `free_remote`'s key check: catch it here, before the free list and the
+        // malloc fast path (which does not look at the set) can hand it out twice.
+        let check = self.has_discarded();
         // SAFETY: every block on the swapped-out list was pushed whole by push_remote and now
         // belongs to us alone.
         unsafe {
-            while !(*tail).next.is_null() {
+            loop {
+                if check {
+                    self.check_popped(tail);
+                }
+                if (*tail).next.is_null() {
+                    break;
+                }
                 tail = (*tail).next;
                 n += 1;
             }
@@ -355,7 +384,7 @@ impl Pool {
         } else {
             CARVE_MIN_BLOCKS
         };
-        let n = left.min((CARVE_BYTES / size).max(min) as u32);
+        let n = left.min((CARVE_BYTES / size).max(min as usize) as u32);
         // SAFETY: blocks carved..carved+n lie inside the pool's memory, which we own.
         unsafe {
             let first = self.start.add(self.carved as usize * size);
@@ -434,28 +463,38 @@ impl Pool {
         self.discarded[i as usize / 64] |= 1 << (i % 64);
         let page = crate::os::PAGE_SIZE;
         let end = at + size;
-        let mut from = (at + page - 1) & !(page - 1);
-        let mut to = end & !(page - 1);
-        // A page the block shares with a neighbour goes too once nothing on it matters: the
-        // neighbour is in the set as well, or (after the block) not carved yet. Blocks span
-        // more than two pages, so such a page overlaps only these two blocks. Without this,
-        // a pool whose blocks are all discarded kept one page in two or three (10 KiB blocks).
-        if from != at && self.in_discarded_set(i - 1) {
-            from -= page;
+        let mut from = at & !(page - 1);
+        let mut to = (end + page - 1) & !(page - 1);
+        // A page the block shares with neighbours goes too once nothing on it matters: every
+        // block it overlaps is in the set as well, or not carved yet. Without this, a pool
+        // whose blocks are all discarded kept one page in two or three (10 KiB blocks), and
+        // blocks smaller than a page (3 KiB) would never give back anything.
+        if from != at && !self.page_is_unused(from) {
+            from += page;
         }
-        if to != end && (i + 1 >= self.carved || self.in_discarded_set(i + 1)) {
-            to += page;
+        if to != end && !self.page_is_unused(to - page) {
+            to -= page;
         }
         if to <= from {
             return 0;
         }
-        // SAFETY: [from, to) lies inside block i, which is free and on no list, and the pages
-        // it shares with its neighbours only when they are in the set or were never carved:
-        // nobody reads those bytes until their block leaves the set (or is carved), and then
-        // as fresh (zero) memory. The range stays inside the pool, whose size is a multiple
-        // of the page size.
+        // SAFETY: [from, to) covers pages lying wholly inside block i, which is free and on
+        // no list, and pages it shares with neighbours only when they are in the set or were
+        // never carved: nobody reads those bytes until their block leaves the set (or is
+        // carved), and then as fresh (zero) memory. The range stays inside the pool, whose
+        // size is a multiple of the page size.
         unsafe { crate::os::discard(from as *mut u8, to - from) };
         to - from
+    }
+
+    /// Does every block overlapping the page at `page_start` sit in the discarded set or lie
+    /// beyond the carved ones? Then nothing on the page is needed.
+    fn page_is_unused(&self, page_start: usize) -> bool {
+        let size = self.block_size as usize;
+        let offset = page_start - self.start as usize;
+        let first = offset / size;
+        let last = (offset + crate::os::PAGE_SIZE - 1) / size;
+        (first..=last).all(|j| j >= self.carved as usize || self.in_discarded_set(j as u32))
     }
 
     #[inline]
@@ -518,6 +557,123 @@ impl Pool {
         }
     }
 
+    /// Moves the owner's free list onto the resting list, which must be empty (the tick
+    /// discards it first). Blocks of the swept medium classes (3 to 8 KiB, see
+    /// `size_class::FIRST_SWEPT_CLASS`) rest there from one heap tick to the next. The malloc
+    /// fast path does not see the list: when the free list runs dry a refill takes blocks
+    /// from it (`take_resting`), and those still on it at the next tick were not needed for a
+    /// whole interval and lose their pages (`discard_resting`, see `heap::sweep_resting`).
+    /// Unlike the multi-page classes' marks (`DISCARD_MARK_WORD`), resting asks nothing of
+    /// the free path: a block on the resting list still carries its freed key, so freeing it
+    /// again is caught as on the free list.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn rest_free_blocks(&mut self) {
+        debug_assert!(self.resting.is_null());
+        self.resting = self.free;
+        self.free = ptr::null_mut();
+    }
+
+    /// Puts every block of the discarded set back on the free list, for a class in use again:
+    /// while the set holds blocks every free of the pool takes the slower checked path
+    /// (`heap::pool_owner_word`), and a loop whose free list never runs dry would never take
+    /// them back. Faults in the page of each block's links.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn revive_discarded(&mut self) {
+        let key = self.freed_key();
+        for w in 0..2 {
+            while self.discarded[w] != 0 {
+                let bit = self.discarded[w].trailing_zeros() as usize;
+                self.discarded[w] &= !(1 << bit);
+                // SAFETY: a block in the set is a carved, free block of this pool, on no list:
+                // ours to link (its memory reads as zero or as stale bytes).
+                unsafe {
+                    let b = self.start.add((w * 64 + bit) * self.block_size as usize) as *mut Block;
+                    (*b).next = self.free;
+                    (*b).key = key;
+                    self.free = b;
+                }
+            }
+        }
+    }
+
+    /// Moves every block of the resting list into the discarded set, giving back their pages
+    /// (`enter_discarded_set`). Returns the bytes discarded.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn discard_resting(&mut self) -> usize {
+        let mut discarded = 0;
+        let mut b = self.resting;
+        self.resting = ptr::null_mut();
+        while !b.is_null() {
+            // SAFETY: blocks on the resting list are free blocks of this pool, ours until
+            // handed out; the link is read before the block's pages go.
+            let next = unsafe { (*b).next };
+            let Some(i) = self.block_index(b as usize) else {
+                crate::diag::fatal(
+                    "free",
+                    "heap corruption: foreign block on a free list",
+                    b as usize,
+                );
+            };
+            discarded += self.enter_discarded_set(i);
+            b = next;
+        }
+        discarded
+    }
+
+    /// Takes a block from the resting list (null if it is empty), moving up to `n - 1` more
+    /// onto the free list (which is empty when a refill calls this): like a carve, one block
+    /// for a class that has not refilled lately, a few for one allocating in a loop. The
+    /// others stay at rest, to lose their pages at the next tick if nothing needs them.
+    /// Counted in `used` like a pop.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn take_resting(&mut self, n: u32) -> *mut Block {
+        for _ in 0..n {
+            let b = self.resting;
+            if b.is_null() {
+                break;
+            }
+            // SAFETY: blocks on the resting list are free blocks of this pool: ours.
+            unsafe {
+                self.resting = (*b).next;
+                (*b).next = self.free;
+            }
+            self.free = b;
+        }
+        // SAFETY: per the contract.
+        unsafe { self.pop() }
+    }
+
+    /// Does the pool hold blocks on the resting list or in the discarded set? (One test for
+    /// the refill path of the swept medium classes, which runs every few allocations of a
+    /// loop filling pools.)
+    #[inline(always)]
+    pub fn has_resting_or_discarded(&self) -> bool {
+        (self.resting as u64 | self.discarded[0] | self.discarded[1]) != 0
+    }
+
+    /// Blocks on the resting list.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn resting_count(&self) -> u32 {
+        let mut n = 0;
+        let mut b = self.resting;
+        while !b.is_null() && n <= self.capacity {
+            n += 1;
+            // SAFETY: blocks on the resting list are free blocks of this pool.
+            b = unsafe { (*b).next };
+        }
+        n
+    }
+
     /// Aborts if a block of the owner's free list is also in the discarded set (it was freed
     /// twice). Run before an empty pool forgets its blocks (`forget_blocks`), where such a
     /// block would otherwise let a live block's memory be reused.
@@ -569,11 +725,12 @@ impl Pool {
         unsafe { self.check_discarded_set() };
         self.carved = 0;
         self.free = ptr::null_mut();
+        self.resting = ptr::null_mut();
         self.discarded = [0; 2];
     }
 
-    /// Does the owner's free list, thread_free list or discarded set hold `b`? (Used only to
-    /// confirm a suspected double free, so a linear walk is fine.)
+    /// Does the owner's free list, resting list, thread_free list or discarded set hold `b`?
+    /// (Used only to confirm a suspected double free, so a linear walk is fine.)
     ///
     /// # Safety
     /// Only the owner thread may call this.
@@ -581,7 +738,11 @@ impl Pool {
         if self.holds_discarded(b as usize) {
             return true;
         }
-        let mut lists = [self.free, self.thread_free.load(Ordering::Acquire)];
+        let mut lists = [
+            self.free,
+            self.resting,
+            self.thread_free.load(Ordering::Acquire),
+        ];
         for head in lists.iter_mut() {
             let mut cur = *head;
             let mut steps = 0u32;
@@ -715,6 +876,50 @@ mod tests {
                     "busy carve of {size}-byte blocks"
                 );
             }
+        }
+    }
+
+    /// Blocks smaller than a page give back a page once every block it overlaps is in the
+    /// discarded set (or not carved yet), and not before.
+    #[test]
+    fn a_page_shared_by_blocks_goes_with_the_last_of_them() {
+        let size = 3072;
+        let class = crate::size_class::class_of(size);
+        assert_eq!(class_size(class), size);
+        let pool_size = 1usize << crate::size_class::POOL_SHIFT[1];
+        let page = crate::os::PAGE_SIZE;
+        let mem = crate::os::map(pool_size, 0);
+        assert!(!mem.is_null());
+        // SAFETY: `mem` is a fresh mapping of pool_size bytes this test owns; one thread.
+        let mut pool = test_pool(class, unsafe {
+            core::slice::from_raw_parts_mut(mem, pool_size)
+        });
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_bytes(mem, 0x77, pool_size);
+            pool.carved = 7; // blocks 0..7: pages 0 to 5, the last one partly
+                             // Page 0 holds block 0 and the head of block 1.
+            assert_eq!(
+                pool.enter_discarded_set(1),
+                0,
+                "page 0 and 1 still hold blocks 0, 2"
+            );
+            assert_eq!(
+                pool.enter_discarded_set(0),
+                page,
+                "page 0 is all blocks in the set"
+            );
+            assert_eq!(pool.enter_discarded_set(2), page, "page 1: blocks 1 and 2");
+            assert_eq!(crate::os::resident_pages(mem, 2 * page), 0);
+            assert_eq!(*mem.add(2 * page), 0x77, "page 2 holds block 3 too");
+            // The last carved block shares its last page with blocks never carved.
+            assert_eq!(
+                pool.enter_discarded_set(6),
+                page,
+                "page 5: block 6 and uncarved ones"
+            );
+            assert_eq!(pool.discarded_count(), 4);
+            crate::os::unmap(mem, pool_size);
         }
     }
 

@@ -101,7 +101,7 @@ pub unsafe fn adopt(class: usize, heap: *mut Heap) -> *mut Pool {
     unsafe {
         (*pool)
             .owner
-            .store(heap::owner_word(heap, class), Ordering::Release);
+            .store(heap::pool_owner_word(heap, pool), Ordering::Release);
         (*pool).collect_remote();
     }
     stats::global().pools_adopted.add(1);

@@ -51,6 +51,12 @@ pub const MULTI_PAGE_ABOVE: usize = 8192;
 /// The first multi-page class.
 pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
 
+/// The first *swept medium* class: blocks of 3 KiB up to `MULTI_PAGE_ABOVE`, which cover a
+/// page or most of one. Programs often allocate such buffers once (CPython's imports read
+/// files through them), and a free one keeps its pages as long as its pool lives: their free
+/// blocks rest for a heap tick and then lose their pages (`pool::Pool::rest_free_blocks`).
+pub const FIRST_SWEPT_CLASS: usize = 45;
+
 /// Classes with eight per power of two: those above 512 bytes up to `FINE_MAX`.
 const NUM_FINE: usize = 8;
 /// The largest class of eight per power of two, and its log2.
@@ -152,6 +158,9 @@ const _: () = {
     assert!(class_size(NUM_CLASSES - 1) == POOLED_MAX);
     assert!(class_size(NUM_SMALL + NUM_FINE - 1) == FINE_MAX);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS - 1) == MULTI_PAGE_ABOVE);
+    assert!(class_size(FIRST_SWEPT_CLASS) == 3072 && class_size(FIRST_SWEPT_CLASS - 1) < 3072);
+    // The discarded set of a pool has 128 bits (`pool::DISCARDED_SET_BITS`).
+    assert!((1 << POOL_SHIFT[1]) / class_size(FIRST_SWEPT_CLASS) <= 128);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS) > 2 * crate::os::PAGE_SIZE);
     // Every kind's pool holds at least 8 blocks of its largest class.
     assert!((1 << POOL_SHIFT[0]) / class_size(NUM_SMALL - 1) >= 8);
