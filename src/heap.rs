@@ -464,8 +464,8 @@ unsafe fn revive_if_in_use(heap: *mut Heap, pool: *mut Pool) {
 /// block stayed out of the resting list while idle neighbours were discarded gets the set
 /// back (`revive_if_in_use`), and that pool then discards only after an interval in which
 /// its class allocated nothing (`Heap::allocated_lately`), so a loop does not fault its
-/// pool's idle blocks in and out. With `all` (`malloc_trim`), every free
-/// block loses its pages at once. Kept empty pools are left to `release_aged_kept`.
+/// pool's idle blocks in and out. With `all` (`malloc_trim`), every free block loses its
+/// pages at once. Kept empty pools are left to `release_aged_kept`.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -720,8 +720,8 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                     return b;
                 }
                 // Resting blocks (swept medium classes) still have their pages: one for a
-                // class that has not refilled in this batch of calls, all of them for one
-                // allocating in a loop, as for carving below.
+                // class that has not refilled in this batch of calls, four for one allocating
+                // in a loop, as carving does below.
                 if (FIRST_SWEPT_CLASS..FIRST_MULTI_PAGE_CLASS).contains(&class)
                     && (*pool).has_resting_or_discarded()
                 {

@@ -897,8 +897,9 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             core::ptr::write_bytes(mem, 0x77, pool_size);
-            pool.carved = 7; // blocks 0..7: pages 0 to 5, the last one partly
-                             // Page 0 holds block 0 and the head of block 1.
+            // Blocks 0..7 cover pages 0 to 5, the last one partly. Page 0 holds block 0 and
+            // the head of block 1, page 1 its tail and the head of block 2.
+            pool.carved = 7;
             assert_eq!(
                 pool.enter_discarded_set(1),
                 0,
