@@ -195,8 +195,9 @@ unsafe fn free_not_pooled(
     true
 }
 
-/// A free into one of the calling thread's own multi-page pools, which carry a tagged owner
-/// word (`heap::owner_word`): the fast path's checks, then `heap::free_multi_page`.
+/// A free into one of the calling thread's own pools that carry a tagged owner word (the
+/// multi-page ones, and a medium one with discarded blocks: `heap::pool_owner_word`): the
+/// fast path's checks, then `heap::free_multi_page`.
 ///
 /// # Safety
 /// `me` is this thread's live heap and owns `pool`, the pool holding `addr`.

@@ -132,23 +132,13 @@ pub fn no_owner() -> *mut Heap {
 /// Set in a pool's `owner` word while a heap owns a pool of a multi-page class.
 const MULTI_PAGE_OWNER_TAG: usize = 1;
 
-/// The `owner` word of a pool of `class` that `heap` owns. A multi-page pool carries the
+/// The `owner` word `pool`, which `heap` owns, must carry now. A multi-page pool carries the
 /// heap's address with its low bit set: no thread's TLS heap equals it, so the free fast
 /// path's ownership test sends those frees to `free_multi_page` (which may give a block's
-/// pages back at once), and the frees of every other class pay nothing for it.
-#[inline(always)]
-pub fn owner_word(heap: *mut Heap, class: usize) -> *mut Heap {
-    if class >= FIRST_MULTI_PAGE_CLASS {
-        multi_page_owner_word(heap)
-    } else {
-        heap
-    }
-}
-
-/// The `owner` word `pool`, which `heap` owns, must carry now: tagged for a multi-page class,
-/// and for a swept medium class while its discarded set holds blocks (those may read as zero,
-/// so a second free of one would pass the fast path's key check: `free_multi_page` checks the
-/// set instead). Set when the set fills (`sweep_resting`) and cleared when it empties.
+/// pages back at once), and the frees of every other class pay nothing for it. A pool of a
+/// swept medium class carries the tag while its discarded set holds blocks: those may read as
+/// zero, so a second free of one would pass the fast path's key check, and `free_multi_page`
+/// checks the set instead. Set when the set fills (`sweep_resting`), cleared when it empties.
 ///
 /// # Safety
 /// `pool` is a formatted pool that `heap`'s thread owns (or is adopting).
@@ -157,6 +147,17 @@ pub unsafe fn pool_owner_word(heap: *mut Heap, pool: *const Pool) -> *mut Heap {
     // SAFETY: per the contract.
     let (class, discarded) = unsafe { ((*pool).class as usize, (*pool).has_discarded()) };
     if class >= FIRST_MULTI_PAGE_CLASS || (class >= FIRST_SWEPT_CLASS && discarded) {
+        multi_page_owner_word(heap)
+    } else {
+        heap
+    }
+}
+
+/// `pool_owner_word` for a pool of `class` just formatted (no discarded blocks yet), without
+/// reading the descriptor: refills format pools often in a loop filling them.
+#[inline(always)]
+fn fresh_pool_owner_word(heap: *mut Heap, class: usize) -> *mut Heap {
+    if class >= FIRST_MULTI_PAGE_CLASS {
         multi_page_owner_word(heap)
     } else {
         heap
@@ -791,7 +792,7 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                 (*pool).format(class, 1 << POOL_SHIFT[pool_kind(class)]);
                 (*pool)
                     .owner
-                    .store(owner_word(heap, class), Ordering::Release);
+                    .store(fresh_pool_owner_word(heap, class), Ordering::Release);
             }
             avail_insert(heap, pool);
         }
@@ -858,11 +859,12 @@ unsafe fn reclaim_full(heap: *mut Heap) {
 /// (of any entry point) was freed by a loop, not by a program done with that size.
 const RETAKE_CALLS: u64 = 64;
 
-/// A local free into a pool of a multi-page class (see `owner_word`), `b` checked to be one
-/// of its blocks in use. A size the program has not reused since the sweep before last is not
-/// in a loop (CPython reads each module's code into a buffer of its own size, and frees it
-/// before it builds the module's objects): the block goes straight into the discarded set and
-/// its pages back to the OS, rather than staying resident until a sweep. A size in a loop
+/// A local free into a pool with a tagged owner word (see `pool_owner_word`), `b` checked to
+/// be one of its blocks in use. For a swept medium class: checked against the discarded set,
+/// then pushed. For a multi-page class: a size the program has not reused since the sweep
+/// before last is not in a loop (CPython reads each module's code into a buffer of its own
+/// size, and frees it before it builds the module's objects), so the block goes straight into
+/// the discarded set and its pages back to the OS, rather than staying resident until a sweep. A size in a loop
 /// shows itself when it takes such a block back within `RETAKE_CALLS` calls
 /// (`refill_and_pop`); from then on, as long as it pops its free blocks, its frees keep the
 /// pages. So a loop faults its blocks in twice, as a large block freed once does (`large`).
