@@ -59,9 +59,9 @@ pub struct Heap {
     /// Classes that carved blocks since the last end of a batch of calls
     /// (`calls_batch_done`): the others carve sparsely (see `Pool::carve`).
     carved_lately: [bool; NUM_CLASSES],
-    /// Classes allocated from since the last tick (set by the medium sizes' malloc path and
-    /// every slow path, see `alloc_class_noting`): a swept medium class not in it was idle for
-    /// a whole tick interval (`sweep_resting`).
+    /// Classes allocated from since the last tick, as the medium sizes' malloc path notes
+    /// them (`alloc_class_noting`, on its pops from a free list): a swept medium class not in
+    /// it was idle for a whole tick interval (`sweep_resting`).
     allocated_lately: [bool; NUM_CLASSES],
     /// When this heap last gave back aged idle memory (`tick`).
     last_tick_ms: u32,
@@ -237,8 +237,8 @@ pub fn alloc_class<const CALL: usize>(class: usize) -> *mut u8 {
 }
 
 /// `alloc_class` that also notes, with `NOTE`, that the class is in use
-/// (`Heap::allocated_lately`): one store, for the medium sizes' malloc path only. The slow
-/// path notes every class.
+/// (`Heap::allocated_lately`): one store, for the medium sizes' malloc path only, when it pops
+/// a block (a loop's refills come between pops).
 #[inline(always)]
 pub fn alloc_class_noting<const CALL: usize, const NOTE: bool>(class: usize) -> *mut u8 {
     let heap = tls::heap();
@@ -525,7 +525,6 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         unsafe {
             (*heap).counts.bump_and_roll(call);
             tick(heap);
-            (*heap).allocated_lately[class] = true;
             refill_and_pop(heap, class)
         }
     };
@@ -720,38 +719,14 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                     }
                     return b;
                 }
-                // Resting blocks (swept medium classes) still have their pages: one for a
-                // class that has not refilled in this batch of calls, four for one allocating
-                // in a loop, as carving does below.
-                if (FIRST_SWEPT_CLASS..FIRST_MULTI_PAGE_CLASS).contains(&class)
-                    && (*pool).has_resting_or_discarded()
-                {
-                    let busy = &mut (*heap).carved_lately[class];
-                    let b = (*pool).take_resting(if *busy { pool::CARVE_MIN_BLOCKS } else { 1 });
+                // Blocks off the free list before fresh ones (one test for the common case of
+                // none). Resting blocks (swept medium classes) still have their pages: one for
+                // a class that has not refilled in this batch of calls, four for one
+                // allocating in a loop, as carving does below. Discarded ones (swept medium
+                // and multi-page classes) have lost theirs, and carving would grow the pool.
+                if (*pool).has_resting_or_discarded() {
+                    let b = take_idle_block(heap, pool, class);
                     if !b.is_null() {
-                        *busy = true;
-                        return b;
-                    }
-                    let b = (*pool).take_discarded();
-                    if !b.is_null() {
-                        if !(*pool).has_discarded() {
-                            (*pool)
-                                .owner
-                                .store(pool_owner_word(heap, pool), Ordering::Release);
-                        }
-                        return b;
-                    }
-                }
-                // Blocks a sweep discarded (multi-page classes) before fresh ones: the pages
-                // are gone either way, and carving would grow the pool.
-                if class >= FIRST_MULTI_PAGE_CLASS {
-                    let b = (*pool).take_discarded();
-                    if !b.is_null() {
-                        // Just given back by a free: a loop, whose frees must keep the pages.
-                        let since = (*heap).counts.total() - (*heap).last_free_discard_call;
-                        if since < RETAKE_CALLS {
-                            (*heap).multi_page_reused |= 1 << (class - FIRST_MULTI_PAGE_CLASS);
-                        }
                         return b;
                     }
                 }
@@ -796,6 +771,41 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
             }
             avail_insert(heap, pool);
         }
+    }
+}
+
+/// A block from `pool`'s resting list or discarded set (`refill_and_pop`), or null.
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, the head of `class`'s list.
+#[inline(never)]
+unsafe fn take_idle_block(heap: *mut Heap, pool: *mut Pool, class: usize) -> *mut Block {
+    // SAFETY: per the contract.
+    unsafe {
+        if class < FIRST_MULTI_PAGE_CLASS {
+            let busy = &mut (*heap).carved_lately[class];
+            let b = (*pool).take_resting(if *busy { pool::CARVE_MIN_BLOCKS } else { 1 });
+            if !b.is_null() {
+                *busy = true;
+                return b;
+            }
+            let b = (*pool).take_discarded();
+            if !b.is_null() && !(*pool).has_discarded() {
+                (*pool)
+                    .owner
+                    .store(pool_owner_word(heap, pool), Ordering::Release);
+            }
+            return b;
+        }
+        let b = (*pool).take_discarded();
+        if !b.is_null() {
+            // Just given back by a free: a loop, whose frees must keep the pages.
+            let since = (*heap).counts.total() - (*heap).last_free_discard_call;
+            if since < RETAKE_CALLS {
+                (*heap).multi_page_reused |= 1 << (class - FIRST_MULTI_PAGE_CLASS);
+            }
+        }
+        b
     }
 }
 
