@@ -1400,6 +1400,26 @@ mod tests {
     /// The tests below read global counters and budgets: run them one at a time.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// The descriptor of the pool holding `p`, a live pooled block of the calling thread's.
+    fn pool_of_block(p: *mut u8) -> *mut super::Pool {
+        let entry = crate::addr_map::lookup(p as usize);
+        assert!(entry & crate::addr_map::TAG_ARENA != 0);
+        // SAFETY: p is a live pooled block, so the entry is its arena's header.
+        unsafe {
+            let arena = (entry - crate::addr_map::TAG_ARENA) as *mut crate::arena::Arena;
+            crate::arena::pool_of(arena, p as usize)
+        }
+    }
+
+    /// The distinct pools holding `blocks`.
+    fn pools_of(blocks: &[*mut u8]) -> std::vec::Vec<usize> {
+        let mut pools: std::vec::Vec<usize> =
+            blocks.iter().map(|&b| pool_of_block(b) as usize).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        pools
+    }
+
     /// A heap slab is handed out a heap at a time: one thread's heap leaves the rest of the
     /// slab untouched (threading a free list through the whole slab made all 64 KiB resident).
     #[test]
@@ -1471,16 +1491,8 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(|| {
             let size = 7168;
-            let carved_after_malloc = |p: *mut u8| {
-                let entry = crate::addr_map::lookup(p as usize);
-                assert!(entry & crate::addr_map::TAG_ARENA != 0);
-                // SAFETY: p is a live pooled block, so the entry is its arena's header and the
-                // descriptor is its pool's, which this thread owns.
-                unsafe {
-                    let arena = (entry - crate::addr_map::TAG_ARENA) as *mut crate::arena::Arena;
-                    (*crate::arena::pool_of(arena, p as usize)).carved
-                }
-            };
+            // SAFETY: p is a live block of this thread's, whose pool it owns.
+            let carved_after_malloc = |p: *mut u8| unsafe { (*pool_of_block(p)).carved };
             let first = alloc::malloc(size);
             assert_eq!(carved_after_malloc(first), 1, "first carve of the class");
             let second = alloc::malloc(size);
@@ -1672,23 +1684,36 @@ mod tests {
             for b in blocks.iter_mut() {
                 *b = alloc::malloc(1024);
             }
+            let kb_pools = pools_of(&blocks);
             for b in blocks.iter().rev() {
                 // SAFETY: each block was just allocated above.
                 unsafe { alloc::free(*b, "free") };
             }
-            assert!(stats::global().kept_empty.get() > 0, "no pool was kept");
-            // 1536-byte blocks: 85 to a pool, so N of them need 12 pools.
+            let heap = crate::tls::heap();
+            // SAFETY: this thread's live heap.
+            let kept_before = unsafe { (*heap).kept_empty };
+            assert!(
+                kept_before >= 4 << 17,
+                "only {kept_before} bytes of pools were kept"
+            );
+            // 1536-byte blocks: 85 to a pool, so N of them need 12 pools. The pools are
+            // compared, not the arenas' counters, which other tests' threads move too.
             let size = 1536;
-            let per_pool = (128 << 10) / size;
-            let needed = N.div_ceil(per_pool);
-            let before = stats::global().pools_acquired.get();
             for b in blocks.iter_mut() {
                 *b = alloc::malloc(size);
             }
-            let acquired = stats::global().pools_acquired.get() - before;
+            let new_pools = pools_of(&blocks);
+            let reused = new_pools.iter().filter(|p| kb_pools.contains(p)).count();
             assert!(
-                acquired + 4 <= needed,
-                "{acquired} of {needed} pools came from the arenas with pools kept for 1 KiB"
+                reused >= 4,
+                "only {reused} of the {} pools were among the 1 KiB class's kept ones",
+                new_pools.len()
+            );
+            // SAFETY: as above.
+            let kept_after = unsafe { (*heap).kept_empty };
+            assert!(
+                kept_after + (4 << 17) <= kept_before,
+                "the kept pools were not taken: {kept_before} -> {kept_after} bytes kept"
             );
             for b in blocks.iter() {
                 // SAFETY: as above.
@@ -1707,23 +1732,33 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(|| {
             let mut blocks = [core::ptr::null_mut::<u8>(); 1000];
+            // One round: the pools its blocks came from.
             let round = |blocks: &mut [*mut u8; 1000]| {
                 for b in blocks.iter_mut() {
                     *b = alloc::malloc(1024);
                 }
+                let pools = pools_of(&blocks[..]);
                 for b in blocks.iter().rev() {
                     // SAFETY: each block was just allocated above.
                     unsafe { alloc::free(*b, "free") };
                 }
+                pools
             };
             // Start with no idle memory left by other tests (the large cache shares the bound).
             alloc::trim();
-            round(&mut blocks);
-            let before = stats::global().pools_acquired.get();
+            let first = round(&mut blocks);
+            // The pools are compared, not the arenas' counters, which other tests move too.
+            let heap = crate::tls::heap();
             for _ in 0..10 {
-                round(&mut blocks);
+                let now = round(&mut blocks);
+                assert!(
+                    now.iter().all(|p| first.contains(p)),
+                    "a round took a pool the first did not use"
+                );
+                // SAFETY: this thread's live heap.
+                let kept = unsafe { (*heap).kept_empty };
+                assert!(kept > 0, "the freed pools were not kept");
             }
-            assert_eq!(stats::global().pools_acquired.get(), before);
             assert_eq!(alloc::check(), 0);
         })
         .join()
