@@ -330,14 +330,27 @@ fn after_multi_page_alloc(p: *mut u8, class: usize) -> *mut u8 {
 /// `p` is a block of a multi-page class that the calling thread just took from a pool it
 /// owns (or holds under the orphan lock).
 unsafe fn check_not_discarded(p: *mut u8) {
-    let entry = crate::addr_map::lookup(p as usize);
-    // SAFETY: p is a pooled block, so the map entry is its live arena's header.
+    // SAFETY: per the contract p is a pooled block of ours.
     unsafe {
-        let arena = (entry - crate::addr_map::TAG_ARENA) as *mut crate::arena::Arena;
-        let pool = crate::arena::pool_of(arena, p as usize);
+        let pool = pool_of_block(p);
         if (*pool).has_discarded() {
             (*pool).check_popped(p as *mut Block);
         }
+    }
+}
+
+/// The descriptor of the pool holding `p`.
+///
+/// # Safety
+/// `p` lies in one of our live arenas (a pooled block not freed, or freed into a pool still
+/// formatted).
+unsafe fn pool_of_block(p: *mut u8) -> *mut Pool {
+    let entry = crate::addr_map::lookup(p as usize);
+    debug_assert!(entry & crate::addr_map::TAG_ARENA != 0);
+    // SAFETY: per the contract the map entry is its live arena's header.
+    unsafe {
+        let arena = (entry - crate::addr_map::TAG_ARENA) as *mut crate::arena::Arena;
+        crate::arena::pool_of(arena, p as usize)
     }
 }
 
@@ -1402,13 +1415,9 @@ mod tests {
 
     /// The descriptor of the pool holding `p`, a live pooled block of the calling thread's.
     fn pool_of_block(p: *mut u8) -> *mut super::Pool {
-        let entry = crate::addr_map::lookup(p as usize);
-        assert!(entry & crate::addr_map::TAG_ARENA != 0);
-        // SAFETY: p is a live pooled block, so the entry is its arena's header.
-        unsafe {
-            let arena = (entry - crate::addr_map::TAG_ARENA) as *mut crate::arena::Arena;
-            crate::arena::pool_of(arena, p as usize)
-        }
+        assert!(crate::addr_map::lookup(p as usize) & crate::addr_map::TAG_ARENA != 0);
+        // SAFETY: p is a live pooled block (checked just above to be in an arena).
+        unsafe { super::pool_of_block(p) }
     }
 
     /// The distinct pools holding `blocks`.
