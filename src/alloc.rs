@@ -109,36 +109,40 @@ pub unsafe fn free(p: *mut u8, api: Api) {
 #[inline(always)]
 pub unsafe fn free_as<const CALL: usize>(p: *mut u8, api: Api) {
     // SAFETY: forwarded contract.
-    unsafe { free_impl::<CALL, true>(p, api) };
+    unsafe { free_impl::<CALL>(p, api, None) };
 }
 
-/// Frees `p` if it lies in memory poolmalloc manages and returns true; returns false, touching
-/// nothing, if it does not (for callers that pass foreign pointers on, like `PyObject_Free`).
-/// A bad pointer into our memory still aborts.
+/// Frees `p` if it lies in memory poolmalloc manages; hands it, untouched, to `foreign` if it
+/// does not (for callers that pass foreign pointers on, like `PyObject_Free`). A bad pointer
+/// into our memory still aborts. The hand-over happens inside the cold path, as a tail call,
+/// so that the fast path keeps no register or stack frame for it.
 ///
 /// # Safety
-/// `p` is null, a live block of ours, or not in our memory at all.
+/// `p` is null, a live block of ours, or not in our memory at all, and `foreign` may be
+/// called with such a pointer.
 #[inline(always)]
-pub unsafe fn free_if_ours<const CALL: usize>(p: *mut u8, api: Api) -> bool {
+pub unsafe fn free_or_hand_over<const CALL: usize>(p: *mut u8, api: Api, foreign: ForeignFree) {
     // SAFETY: forwarded contract.
-    unsafe { free_impl::<CALL, false>(p, api) }
+    unsafe { free_impl::<CALL>(p, api, Some(foreign)) }
 }
 
-/// The free path. With `ABORT_IF_FOREIGN` a pointer outside our memory aborts; without, the
-/// call returns false for it.
+/// Where `free_or_hand_over` sends pointers that are not ours.
+pub type ForeignFree = unsafe fn(*mut u8);
+
+/// The free path. A pointer outside our memory goes to `foreign`, or aborts without one.
 ///
 /// # Safety
-/// As for `free_if_ours`.
+/// As for `free_or_hand_over`.
 #[inline(always)]
-unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8, api: Api) -> bool {
+unsafe fn free_impl<const CALL: usize>(p: *mut u8, api: Api, foreign: Option<ForeignFree>) {
     if p.is_null() {
-        return true;
+        return;
     }
     let addr = p as usize;
     let entry = addr_map::lookup(addr);
     if entry & TAG_ARENA == 0 {
         // SAFETY: forwarded contract.
-        return unsafe { free_not_pooled(addr, entry, api, CALL, ABORT_IF_FOREIGN) };
+        return unsafe { free_not_pooled(addr, entry, api, CALL, foreign) };
     }
     // SAFETY: the map says p is in a live arena, so its header and pool descriptor are valid.
     unsafe {
@@ -152,7 +156,7 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
             } else {
                 remote::free_remote(pool, addr, api, CALL);
             }
-            return true;
+            return;
         }
         if (*pool).block_index(addr).is_none() {
             diag::fatal(api, "invalid pointer", addr);
@@ -160,16 +164,15 @@ unsafe fn free_impl<const CALL: usize, const ABORT_IF_FOREIGN: bool>(p: *mut u8,
         let b = p as *mut Block;
         if (*b).key == (*pool).freed_key() {
             free_suspected_double(pool, b, api, CALL);
-            return true;
+            return;
         }
         (*pool).push_local(b);
         heap::end_local_free(me, pool, CALL);
     }
-    true
 }
 
-/// Frees a large block. An address outside our memory aborts, or gives false when
-/// `abort_if_foreign` is not set.
+/// Frees a large block. An address outside our memory goes to `foreign`, or aborts without
+/// one.
 #[cold]
 #[inline(never)]
 unsafe fn free_not_pooled(
@@ -177,14 +180,15 @@ unsafe fn free_not_pooled(
     entry: usize,
     api: Api,
     call: usize,
-    abort_if_foreign: bool,
-) -> bool {
+    foreign: Option<ForeignFree>,
+) {
     // SAFETY: a non-zero entry without the arena tag is a live large header.
     if entry == 0 || !unsafe { large::contains(large::header(entry), addr) } {
-        if abort_if_foreign {
-            diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr);
+        match foreign {
+            // SAFETY: the caller of free_or_hand_over allows foreign pointers to go there.
+            Some(f) => return unsafe { f(addr as *mut u8) },
+            None => diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr),
         }
-        return false;
     }
     heap::count(call);
     let errno = os::errno();
@@ -192,7 +196,6 @@ unsafe fn free_not_pooled(
     unsafe { large::free(large::header(entry), addr, api) };
     // munmap may not change errno on success, but free must never change it at all.
     os::set_errno(errno);
-    true
 }
 
 /// A free into one of the calling thread's own pools that carry a tagged owner word (the

@@ -124,8 +124,6 @@ const PYMEM_DOMAIN_OBJ: c_int = 2;
 /// One interposed allocator domain; `CALL` is the statistics counter its calls bump.
 pub struct Domain<const CALL: usize> {
     id: c_int,
-    /// The C names of malloc, calloc, realloc and free in this domain, for messages.
-    names: [&'static str; 4],
     /// The next definitions of those four (libpython's).
     next: [Next; 4],
     /// Set while the domain holds an allocator other than the one it first had.
@@ -141,12 +139,6 @@ const FREE: usize = 3;
 
 pub static OBJ: Domain<{ stats::call::PYOBJECT }> = Domain {
     id: PYMEM_DOMAIN_OBJ,
-    names: [
-        "PyObject_Malloc",
-        "PyObject_Calloc",
-        "PyObject_Realloc",
-        "PyObject_Free",
-    ],
     next: [
         Next::new(b"PyObject_Malloc\0"),
         Next::new(b"PyObject_Calloc\0"),
@@ -159,12 +151,6 @@ pub static OBJ: Domain<{ stats::call::PYOBJECT }> = Domain {
 
 pub static MEM: Domain<{ stats::call::PYMEM }> = Domain {
     id: PYMEM_DOMAIN_MEM,
-    names: [
-        "PyMem_Malloc",
-        "PyMem_Calloc",
-        "PyMem_Realloc",
-        "PyMem_Free",
-    ],
     next: [
         Next::new(b"PyMem_Malloc\0"),
         Next::new(b"PyMem_Calloc\0"),
@@ -175,10 +161,39 @@ pub static MEM: Domain<{ stats::call::PYMEM }> = Domain {
     original: Lock::new(None),
 };
 
+/// The `forward_free` of the domain whose calls count as `CALL`, as a plain function for
+/// `alloc::free_or_hand_over`.
+fn forward_free<const CALL: usize>(p: *mut u8) {
+    if CALL == stats::call::PYOBJECT {
+        OBJ.forward_free(p)
+    } else {
+        MEM.forward_free(p)
+    }
+}
+
 static NEXT_SET_ALLOCATOR: Next = Next::new(b"PyMem_SetAllocator\0");
 static NEXT_GET_ALLOCATOR: Next = Next::new(b"PyMem_GetAllocator\0");
 
 impl<const CALL: usize> Domain<CALL> {
+    /// The C names of malloc, calloc, realloc and free in this domain, for messages. A constant,
+    /// not a field: the fast paths would otherwise load the names from the static (writable,
+    /// for its atomics) before every branch that might need them.
+    const NAMES: [&'static str; 4] = if CALL == stats::call::PYOBJECT {
+        [
+            "PyObject_Malloc",
+            "PyObject_Calloc",
+            "PyObject_Realloc",
+            "PyObject_Free",
+        ]
+    } else {
+        [
+            "PyMem_Malloc",
+            "PyMem_Calloc",
+            "PyMem_Realloc",
+            "PyMem_Free",
+        ]
+    };
+
     #[inline]
     fn hooked(&self) -> bool {
         self.hooked.load(Ordering::Relaxed)
@@ -209,7 +224,7 @@ impl<const CALL: usize> Domain<CALL> {
         }
         heap::count(CALL);
         // SAFETY: p is ours; CPython never frees on Realloc(p, 0), so resize to at least 1 byte.
-        unsafe { alloc::resize(p, size.max(1), self.names[REALLOC]) }
+        unsafe { alloc::resize(p, size.max(1), Self::NAMES[REALLOC]) }
     }
 
     /// # Safety
@@ -218,16 +233,17 @@ impl<const CALL: usize> Domain<CALL> {
         if p.is_null() {
             return;
         }
-        // SAFETY: p is ours or foreign; free_if_ours tells them apart without touching
-        // foreign ones.
-        if self.hooked() || !unsafe { alloc::free_if_ours::<CALL>(p, self.names[FREE]) } {
-            self.forward_free(p);
+        if self.hooked() {
+            return self.forward_free(p);
         }
+        // SAFETY: p is ours or foreign; the core tells them apart without touching foreign
+        // ones, which go to the implementation we replaced.
+        unsafe { alloc::free_or_hand_over::<CALL>(p, Self::NAMES[FREE], forward_free::<CALL>) }
     }
 
     #[cold]
     fn forward_malloc(&self, size: usize) -> *mut u8 {
-        let f = self.next[MALLOC].get_or_die(self.names[MALLOC], core::ptr::null_mut());
+        let f = self.next[MALLOC].get_or_die(Self::NAMES[MALLOC], core::ptr::null_mut());
         // SAFETY: f is the next definition of this domain's malloc, whose C signature this is.
         let f: extern "C" fn(usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
         f(size) as *mut u8
@@ -235,7 +251,7 @@ impl<const CALL: usize> Domain<CALL> {
 
     #[cold]
     fn forward_calloc(&self, n: usize, size: usize) -> *mut u8 {
-        let f = self.next[CALLOC].get_or_die(self.names[CALLOC], core::ptr::null_mut());
+        let f = self.next[CALLOC].get_or_die(Self::NAMES[CALLOC], core::ptr::null_mut());
         // SAFETY: f is the next definition of this domain's calloc, whose C signature this is.
         let f: extern "C" fn(usize, usize) -> *mut c_void = unsafe { core::mem::transmute(f) };
         f(n, size) as *mut u8
@@ -243,7 +259,7 @@ impl<const CALL: usize> Domain<CALL> {
 
     #[cold]
     fn forward_free(&self, p: *mut u8) {
-        let f = self.next[FREE].get_or_die(self.names[FREE], p);
+        let f = self.next[FREE].get_or_die(Self::NAMES[FREE], p);
         heap::count(CALL);
         stats::global().pyobject_forwarded.add(1);
         // SAFETY: f is the next definition of this domain's free, whose C signature this is.
@@ -253,7 +269,7 @@ impl<const CALL: usize> Domain<CALL> {
 
     #[cold]
     fn forward_realloc(&self, p: *mut u8, size: usize) -> *mut u8 {
-        let f = self.next[REALLOC].get_or_die(self.names[REALLOC], p);
+        let f = self.next[REALLOC].get_or_die(Self::NAMES[REALLOC], p);
         heap::count(CALL);
         stats::global().pyobject_forwarded.add(1);
         // SAFETY: f is the next definition of this domain's realloc, whose C signature this is.
