@@ -258,15 +258,27 @@ enum Owner {
 
 #[inline]
 unsafe fn owner_of(p: usize, api: Api) -> Owner {
-    let entry = addr_map::lookup(p);
-    if entry == 0 {
-        diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", p);
+    // SAFETY: forwarded contract.
+    match unsafe { owner_unless_foreign(p, api) } {
+        Some(owner) => owner,
+        None => diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", p),
     }
+}
+
+/// `owner_of`, but None for an address outside our memory (what `owns` calls foreign), so
+/// that callers that pass foreign pointers on look the address up once.
+#[inline]
+unsafe fn owner_unless_foreign(p: usize, api: Api) -> Option<Owner> {
+    let entry = addr_map::lookup(p);
     if entry & TAG_ARENA == 0 {
+        // SAFETY: a non-zero untagged entry is a live large header.
+        if entry == 0 || !unsafe { large::contains(large::header(entry), p) } {
+            return None;
+        }
         let l = large::header(entry);
         // SAFETY: the map gives a live large header.
         unsafe { large::check_live(l, p, api) };
-        return Owner::Large(l);
+        return Some(Owner::Large(l));
     }
     // SAFETY: the map gives a live arena header.
     unsafe {
@@ -277,9 +289,9 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
         if (*(p as *mut Block)).key == (*pool).freed_key() {
             diag::fatal(api, "pointer already freed:", p);
         }
-        Owner::Pooled {
+        Some(Owner::Pooled {
             block_size: (*pool).block_size as usize,
-        }
+        })
     }
 }
 
@@ -308,7 +320,29 @@ pub unsafe fn realloc(p: *mut u8, size: usize, api: Api) -> *mut u8 {
 /// `p` is a live block of ours.
 pub unsafe fn resize(p: *mut u8, size: usize, api: Api) -> *mut u8 {
     // SAFETY: forwarded contract.
-    match unsafe { owner_of(p as usize, api) } {
+    unsafe { resize_owned(p, owner_of(p as usize, api), size, api) }
+}
+
+/// `resize` for callers that pass foreign pointers on: None, touching nothing, when `p` is not
+/// in our memory (see `owns`).
+///
+/// # Safety
+/// `p` is a live block of ours or not in our memory at all.
+pub unsafe fn resize_unless_foreign(p: *mut u8, size: usize, api: Api) -> Option<*mut u8> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let owner = owner_unless_foreign(p as usize, api)?;
+        Some(resize_owned(p, owner, size, api))
+    }
+}
+
+/// `resize` once the owner of `p` is known.
+///
+/// # Safety
+/// `p` is a live block of ours and `owner` what `owner_of` says about it.
+#[inline]
+unsafe fn resize_owned(p: *mut u8, owner: Owner, size: usize, api: Api) -> *mut u8 {
+    match owner {
         Owner::Pooled { block_size } => {
             // Keep the block when the size still fits and at least half of it stays in use
             // (a shrink that frees less is not worth a copy).

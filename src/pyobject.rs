@@ -216,15 +216,21 @@ impl<const CALL: usize> Domain<CALL> {
     /// # Safety
     /// `p` is null, a live block of ours, or a live block of the replaced implementation.
     pub unsafe fn realloc(&self, p: *mut u8, size: usize) -> *mut u8 {
-        if self.hooked() || (!p.is_null() && !alloc::owns(p)) {
+        if self.hooked() {
             return self.forward_realloc(p, size);
         }
         if p.is_null() {
             return alloc::malloc_as::<CALL>(size);
         }
-        heap::count(CALL);
-        // SAFETY: p is ours; CPython never frees on Realloc(p, 0), so resize to at least 1 byte.
-        unsafe { alloc::resize(p, size.max(1), Self::NAMES[REALLOC]) }
+        // SAFETY: p is ours or foreign, which the core tells apart with one lookup, touching
+        // nothing foreign; CPython never frees on Realloc(p, 0), so resize to at least 1 byte.
+        match unsafe { alloc::resize_unless_foreign(p, size.max(1), Self::NAMES[REALLOC]) } {
+            Some(q) => {
+                heap::count(CALL);
+                q
+            }
+            None => self.forward_realloc(p, size),
+        }
     }
 
     /// # Safety
