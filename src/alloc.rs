@@ -182,18 +182,17 @@ unsafe fn free_not_pooled(
     call: usize,
     foreign: Option<ForeignFree>,
 ) {
-    // SAFETY: a non-zero entry without the arena tag is a live large header.
-    if entry == 0 || !unsafe { large::contains(large::header(entry), addr) } {
+    let Some(l) = large_holding(entry, addr) else {
         match foreign {
             // SAFETY: the caller of free_or_hand_over allows foreign pointers to go there.
             Some(f) => return unsafe { f(addr as *mut u8) },
             None => diag::fatal(api, "invalid pointer (not allocated by poolmalloc)", addr),
         }
-    }
+    };
     heap::count(call);
     let errno = os::errno();
     // SAFETY: the map gives a live large header for addr.
-    unsafe { large::free(large::header(entry), addr, api) };
+    unsafe { large::free(l, addr, api) };
     // munmap may not change errno on success, but free must never change it at all.
     os::set_errno(errno);
 }
@@ -271,11 +270,7 @@ unsafe fn owner_of(p: usize, api: Api) -> Owner {
 unsafe fn owner_unless_foreign(p: usize, api: Api) -> Option<Owner> {
     let entry = addr_map::lookup(p);
     if entry & TAG_ARENA == 0 {
-        // SAFETY: a non-zero untagged entry is a live large header.
-        if entry == 0 || !unsafe { large::contains(large::header(entry), p) } {
-            return None;
-        }
-        let l = large::header(entry);
+        let l = large_holding(entry, p)?;
         // SAFETY: the map gives a live large header.
         unsafe { large::check_live(l, p, api) };
         return Some(Owner::Large(l));
@@ -452,14 +447,21 @@ pub fn check() -> usize {
 /// last 4 MiB chunk with someone else's mapping, so for those the range is checked too.
 pub fn owns(p: *const u8) -> bool {
     let entry = addr_map::lookup(p as usize);
+    entry & TAG_ARENA != 0 || large_holding(entry, p as usize).is_some()
+}
+
+/// The large block whose mapping holds `p`, given `p`'s map entry without the arena tag; None
+/// for no entry, or for an address in the block's last chunk past its mapping (someone
+/// else's memory).
+#[inline]
+fn large_holding(entry: usize, p: usize) -> Option<*mut large::Large> {
+    debug_assert!(entry & TAG_ARENA == 0);
     if entry == 0 {
-        return false;
+        return None;
     }
-    if entry & TAG_ARENA != 0 {
-        return true;
-    }
+    let l = large::header(entry);
     // SAFETY: a non-zero untagged entry is a live large header.
-    unsafe { large::contains(large::header(entry), p as usize) }
+    unsafe { large::contains(l, p) }.then_some(l)
 }
 
 #[cfg(test)]
