@@ -516,11 +516,31 @@ unsafe fn sweep_resting(heap: *mut Heap, all: bool) {
     stats::global().bytes_returned.add(discarded);
 }
 
-/// Sets errno to ENOMEM when the OS refuses memory.
+/// The allocation slow path: a pool switch first (`switch_to_next_pool`), in a frame that
+/// saves few registers, then the general refill. Sets errno to ENOMEM when the OS refuses
+/// memory.
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize, call: usize) -> *mut u8 {
-    let mut heap = tls::heap();
+    let heap = tls::heap();
+    if !heap.is_null() && heap != dead() {
+        // SAFETY: heap is this thread's own live heap.
+        unsafe {
+            let b = switch_to_next_pool(heap, class);
+            if !b.is_null() {
+                (*heap).counts.bump_and_roll(call);
+                return b as *mut u8;
+            }
+        }
+    }
+    refill_slow(heap, class, call)
+}
+
+/// The general half of `alloc_slow`, for the calling thread's `heap` (null before its first
+/// allocation): attaches the thread if needed and refills.
+#[cold]
+#[inline(never)]
+fn refill_slow(mut heap: *mut Heap, class: usize, call: usize) -> *mut u8 {
     if heap.is_null() {
         heap = attach_thread();
         if heap.is_null() {
@@ -532,13 +552,12 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         let h: *mut Heap = &mut *orphan;
         orphan.counts.bump_and_roll(call);
         // SAFETY: we hold the orphan lock, which makes us its owner for now.
-        unsafe { refill_and_pop(h, class) }
+        unsafe { refill_and_pop(h, class, false) }
     } else {
         // SAFETY: heap is this thread's own live heap.
         unsafe {
             (*heap).counts.bump_and_roll(call);
-            tick(heap);
-            refill_and_pop(heap, class)
+            refill_and_pop(heap, class, true)
         }
     };
     if b.is_null() {
@@ -556,7 +575,7 @@ const TICK_MS: u32 = 2;
 
 /// The decay half of the purge policy (see `arena`): at most every `TICK_MS`, a heap gives
 /// back idle memory older than the purge delay: its own kept empty pools, the arenas' dirty
-/// free pools, the pages of cached large blocks. It ticks on the allocation slow path and
+/// free pools, the pages of cached large blocks. It ticks when a class needs a new pool and
 /// whenever one of its call counts completes a batch (`calls_batch_done`), so a program that
 /// calls the allocator keeps ticking without a thread of ours, even when its free lists serve
 /// every call (a CPython benchmark loop); one that stops calling keeps at most the idle bound.
@@ -711,11 +730,50 @@ unsafe fn release_idle_heads(heap: *mut Heap, now: u32) {
     }
 }
 
-/// Finds a block of `class` for `heap` when its head pool has none on its free list.
+/// The commonest refill of a program in a steady state, which frees into pools that were
+/// full (`after_local_free` puts each behind the head): the head pool is used up (all carved,
+/// nothing freed into it by anyone) and the pool behind it has free blocks. The head goes to
+/// the full list and the next pool serves the block, as `refill_and_pop` would do, without
+/// its general checks or the tick (the batch counts keep ticking): in a pyperformance chaos
+/// worker, 78 thousand of the slow path's 81 thousand calls, at about 70 instructions each
+/// instead of 190. Null when the case does not apply, with nothing changed.
 ///
 /// # Safety
 /// The caller must be `heap`'s owner.
-unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
+#[inline(always)]
+unsafe fn switch_to_next_pool(heap: *mut Heap, class: usize) -> *mut Block {
+    // SAFETY: we own the heap and every pool on its lists.
+    unsafe {
+        // The tests that fail first for a pool still carving (a loop filling pools) come
+        // first. `EMPTY_POOL` (carved == capacity == 0) fails at `next`.
+        let pool = (*heap).avail[class];
+        if (*pool).carved != (*pool).capacity {
+            return ptr::null_mut();
+        }
+        let next = (*pool).next;
+        if next.is_null() || (*next).free.is_null() || class >= FIRST_MULTI_PAGE_CLASS {
+            return ptr::null_mut();
+        }
+        let used_up = (*pool).free.is_null()
+            && (*pool).thread_free.load(Ordering::Relaxed).is_null()
+            && !(*pool).has_resting_or_discarded();
+        if !used_up {
+            return ptr::null_mut();
+        }
+        avail_remove(heap, pool);
+        full_push(heap, pool);
+        (*next).pop()
+    }
+}
+
+/// Finds a block of `class` for `heap` when its head pool has none on its free list. With
+/// `tick`, a class that needs a new pool ticks the heap first (`tick`): refills from the
+/// pools a heap has, which a loop does all the time, do not read the clock, and the batch
+/// counts keep ticking (`calls_batch_done`).
+///
+/// # Safety
+/// The caller must be `heap`'s owner.
+unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Block {
     // SAFETY: we own the heap and every pool on its lists.
     unsafe {
         loop {
@@ -766,6 +824,9 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize) -> *mut Block {
                 if (*heap).avail[class] != empty_pool() {
                     continue;
                 }
+            }
+            if tick {
+                self::tick(heap);
             }
             remote::sweep_abandoned_if_hinted();
             let mut pool = remote::adopt(class, heap);
@@ -1519,6 +1580,67 @@ mod tests {
         .unwrap();
     }
 
+    /// A free into a full pool puts it behind the head; once the head is used up, the next
+    /// allocation switches to it (`switch_to_next_pool`): it gets the block just freed, the
+    /// used-up head goes to the full list, and the heap's lists stay consistent.
+    #[test]
+    fn a_used_up_head_hands_over_to_the_pool_behind_it() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            let size = 496;
+            let class = crate::size_class::class_of(size);
+            let first = alloc::malloc(size);
+            let a = pool_of_block(first);
+            // SAFETY: a is the head pool of this thread's class, which it owns.
+            let capacity = unsafe { (*a).capacity } as usize;
+            // Fill pool A, then pool B, then take a block of pool C.
+            let mut blocks = vec![first];
+            while blocks.len() < 2 * capacity + 1 {
+                blocks.push(alloc::malloc(size));
+            }
+            let c = pool_of_block(*blocks.last().unwrap());
+            assert_eq!(pools_of(&blocks).len(), 3, "three pools");
+            // Free one block of the full pool A: it goes behind the head, C.
+            let freed = blocks.swap_remove(capacity / 2);
+            assert_eq!(pool_of_block(freed), a);
+            // SAFETY: freed is a live block allocated above.
+            unsafe { alloc::free(freed, "free") };
+            let heap = crate::tls::heap();
+            // SAFETY: heap is this thread's live heap; we only read its lists.
+            unsafe {
+                assert_eq!((*heap).avail[class], c);
+                assert_eq!((*c).next, a);
+            }
+            // Use C up: it has `capacity - 1` blocks left.
+            for _ in 0..capacity - 1 {
+                let p = alloc::malloc(size);
+                assert_eq!(pool_of_block(p), c);
+                blocks.push(p);
+            }
+            let p = alloc::malloc(size);
+            assert_eq!(p, freed, "the switch hands out the block freed into A");
+            blocks.push(p);
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!((*heap).avail[class], a, "A is the head");
+                assert!((*a).head && !(*c).head);
+                assert_eq!((*c).state, crate::pool::PoolState::Full);
+            }
+            assert_eq!(
+                super::check_current_thread(),
+                0,
+                "the heap's lists check out"
+            );
+            for p in blocks {
+                // SAFETY: every block was allocated above and is freed once.
+                unsafe { alloc::free(p, "free") };
+            }
+            assert_eq!(super::check_current_thread(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
     /// Free blocks of a swept medium class rest at one tick and lose their pages at the next,
     /// unless a refill took them in between; while the discarded set holds blocks the pool's
     /// owner word is tagged (frees check the set), and a class in use whose frees keep taking
@@ -1561,7 +1683,7 @@ mod tests {
                 assert_eq!((*pool).resting_count(), free, "the free blocks rest");
                 // Blocks a refill takes back in the interval keep their pages (a refill takes
                 // as many as it would carve); those that rest through it lose them.
-                let x = super::refill_and_pop(heap, class) as *mut u8;
+                let x = super::refill_and_pop(heap, class, false) as *mut u8;
                 let taken = free - (*pool).resting_count();
                 assert!((1..=crate::pool::CARVE_MIN_BLOCKS).contains(&taken));
                 alloc::free(x, "free");
@@ -1580,7 +1702,7 @@ mod tests {
                 // memory reads as zero, so the key check alone would not see it.
                 assert!((*pool).holds_free_block(blocks[1] as *mut crate::pool::Block));
                 // Allocating takes blocks back from the set...
-                let x = super::refill_and_pop(heap, class) as *mut u8;
+                let x = super::refill_and_pop(heap, class, false) as *mut u8;
                 assert_eq!(
                     (*pool).discarded_count(),
                     free - 1,
@@ -1592,7 +1714,7 @@ mod tests {
                 // first) gets the set back.
                 for _ in 1..super::REVIVE_AFTER_CHECKED_FREES {
                     assert_eq!((*pool).owner.load(relaxed), tagged);
-                    let y = super::refill_and_pop(heap, class) as *mut u8;
+                    let y = super::refill_and_pop(heap, class, false) as *mut u8;
                     (*heap).allocated_lately[class] = true;
                     alloc::free(y, "free");
                 }

@@ -39,8 +39,8 @@
 //! Idle memory (free pools whose pages are still resident, *dirty*; emptied pools heaps keep,
 //! and the empty pool each class allocates from; freed large blocks kept for reuse) is
 //! discarded with `MADV_DONTNEED` once it has been idle
-//! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap checks at most every 2 ms, from its
-//! allocation slow path and every 4096 calls of one kind (`heap::tick`).
+//! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap checks at most every 2 ms, when a class
+//! needs a new pool and every 4096 calls of one kind (`heap::tick`).
 //! `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound free pools go without
 //! waiting, past four times it all of them. An arena whose pools are all free is unmapped (one
 //! is kept in reserve); `malloc_trim(0)` gives back everything.

@@ -56,7 +56,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "POOLMALLOC_PURGE_DELAY",
-        "milliseconds idle memory waits before it is given back (checked by each thread every 4096 calls and on allocation slow paths); default 10",
+        "milliseconds idle memory waits before it is given back (checked by each thread every 4096 calls and when it needs a new pool); default 10",
     ),
 ];
 
