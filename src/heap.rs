@@ -528,12 +528,27 @@ fn alloc_slow(class: usize, call: usize) -> *mut u8 {
         unsafe {
             let b = switch_to_next_pool(heap, class);
             if !b.is_null() {
-                (*heap).counts.bump_and_roll(call);
+                count_slow_call(heap, call);
                 return b as *mut u8;
             }
         }
     }
     refill_slow(heap, class, call)
+}
+
+/// Counts an allocation that took the slow path; one that completes its batch ticks, as on
+/// the fast path (`calls_batch_done`).
+///
+/// # Safety
+/// The caller owns `heap`, a live heap.
+#[inline(always)]
+unsafe fn count_slow_call(heap: *mut Heap, call: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*heap).counts.bump(call) {
+            calls_batch_done(heap, call);
+        }
+    }
 }
 
 /// The general half of `alloc_slow`, for the calling thread's `heap` (null before its first
@@ -556,7 +571,7 @@ fn refill_slow(mut heap: *mut Heap, class: usize, call: usize) -> *mut u8 {
     } else {
         // SAFETY: heap is this thread's own live heap.
         unsafe {
-            (*heap).counts.bump_and_roll(call);
+            count_slow_call(heap, call);
             refill_and_pop(heap, class, true)
         }
     };
