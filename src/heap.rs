@@ -1661,7 +1661,7 @@ mod tests {
     /// owner word is tagged (frees check the set), and a class in use whose frees keep taking
     /// that path gets the set back, and keeps its blocks until an idle interval. Allocations
     /// call `refill_and_pop` and note the class as the malloc path does: malloc's slow path
-    /// would tick on its own.
+    /// could tick on its own (when a class needs a new pool, or a batch of calls ends).
     #[test]
     fn resting_medium_blocks_lose_their_pages_at_the_next_tick() {
         std::thread::spawn(|| {
