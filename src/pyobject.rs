@@ -8,9 +8,10 @@
 //! own arenas and its own partly used pools). Some pointers reaching `Free`/`Realloc` were not
 //! allocated by us: libpython may bind its own calls internally, or blocks may date from a
 //! time a hook was installed. The address map recognises them without touching their memory
-//! (`alloc::free_or_hand_over`, `alloc::resize_unless_foreign`), and they are passed to the implementation we replaced (the next definition in
-//! lookup order), found with `dlsym(RTLD_NEXT, ...)` on first need and never again. `dlsym`
-//! may call `calloc`, which is ours and does not come back here, so resolution cannot recurse.
+//! (`alloc::free_or_hand_over`, `alloc::resize_unless_foreign`), and they are passed to the
+//! implementation we replaced (the next definition in lookup order), found with
+//! `dlsym(RTLD_NEXT, ...)` on first need and never again. `dlsym` may call `calloc`, which is
+//! ours and does not come back here, so resolution cannot recurse.
 //!
 //! Hooks: CPython lets `PyMem_SetAllocator` replace a domain's allocator (tracemalloc,
 //! `PYTHONMALLOC=debug`/`malloc`, embedders). Interposing the functions would silently bypass
