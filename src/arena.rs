@@ -18,13 +18,15 @@
 //!   threshold. The delay spares a program that frees a batch and allocates it again a moment
 //!   later (a loop, an interpreter's garbage collection) the page faults of memory it is about
 //!   to reuse; the bounds keep a program that frees a lot at once from keeping much.
-//! - The delay does not let resident memory grow: a heap that faults pages in by carving
-//!   blocks gives back as many idle ones, delay or not, the dirty free pools first
-//!   (`discard_dirty`), then the empty pools it keeps (`heap::trade_idle_for_growth`). Idle
-//!   pools of one size cannot serve another: CPython freeing a 512 KiB image of 2 KiB lists
-//!   and then allocating small objects (pyperformance chaos) kept both resident, 0.3 MiB over
-//!   its peak with pymalloc. One for one, a program that grows while it frees and refills
-//!   whole pools elsewhere refaults at most as many pages as it faults in anyway.
+//! - Idle pools of one size cannot serve another, so a heap about to fault in a clean pool
+//!   first gives back the idle pools of the other sizes, delay or not: the dirty free ones
+//!   (`discard_dirty_of_other_kinds`), then the empty ones it keeps
+//!   (`heap::trade_idle_for_clean_pool`). Resident memory then does not grow by a pool while
+//!   memory that could not have served it waits out its delay: CPython freeing a 512 KiB
+//!   image of 2 KiB lists and then allocating small objects (pyperformance chaos) kept both
+//!   resident, 0.3 MiB over its peak with pymalloc. What is at stake is bounded by the idle
+//!   bound, and only a program that grows one pool size while it frees and refills whole
+//!   pools of another pays for it, with refaults.
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -44,6 +46,8 @@ use crate::stats;
 use crate::sync::Lock;
 
 pub const ARENA_SIZE: usize = CHUNK_SIZE;
+/// Every pool kind, as a mask of kinds (bit `k` for kind `k`).
+const ALL_KINDS: u32 = (1 << NUM_POOL_KINDS) - 1;
 /// Idle memory above this many times the threshold is discarded at once, delay or not.
 const PURGE_HARD_FACTOR: usize = 4;
 /// Pools in an arena of the smallest pool kind.
@@ -112,8 +116,10 @@ pub unsafe fn pool_of(arena: *mut Arena, p: usize) -> *mut Pool {
     }
 }
 
-/// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory.
-pub fn acquire_pool(kind: usize) -> *mut Pool {
+/// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory. `*clean` says
+/// whether its pages have to be faulted in (it was never used, or was discarded) rather than
+/// still resident from its last use.
+pub fn acquire_pool(kind: usize, clean: &mut bool) -> *mut Pool {
     let mut a = ARENAS.lock();
     let mut best: *mut Arena = ptr::null_mut();
     let mut cur = a.usable[kind];
@@ -145,6 +151,7 @@ pub fn acquire_pool(kind: usize) -> *mut Pool {
             (*best).free_pools = (*pool).next;
         }
         (*best).nfree -= 1;
+        *clean = !(*pool).dirty;
         if (*pool).dirty {
             (*pool).dirty = false;
             (*best).ndirty -= 1;
@@ -230,15 +237,15 @@ pub fn purge_aged(now: u32) {
     unsafe { purge(&mut a, Purge::AgedAt(now)) };
 }
 
-/// Discards dirty free pools, however recently freed, until their resident bytes reach
-/// `budget` or none is left (see the module comment). Returns those bytes.
-pub fn discard_dirty(budget: usize) -> usize {
+/// Discards the dirty free pools of the pool kinds other than `kind`, however recently freed
+/// (see the module comment).
+pub fn discard_dirty_of_other_kinds(kind: usize) {
     if stats::global().dirty.get() == 0 {
-        return 0;
+        return;
     }
     let mut a = ARENAS.lock();
     // SAFETY: we hold the arena lock.
-    unsafe { purge(&mut a, Purge::Budget(budget)) }
+    unsafe { purge(&mut a, Purge::Kinds(ALL_KINDS & !(1 << kind))) };
 }
 
 /// Returns every free page to the OS: discards all dirty free pools and unmaps the reserve.
@@ -421,42 +428,36 @@ enum Purge {
     All,
     /// Those free for at least the purge delay at this time (`os::now_ms`).
     AgedAt(u32),
-    /// Any, until their resident bytes (`Pool::resident_bytes`) reach this many.
-    Budget(usize),
+    /// Those of the kinds in this mask (bit `k` for kind `k`).
+    Kinds(u32),
 }
 
 /// Discards the pages of the dirty free pools `which` selects, coalescing neighbours into one
-/// call. Returns the resident bytes of the pools discarded.
-unsafe fn purge(a: &mut Arenas, which: Purge) -> usize {
+/// call.
+unsafe fn purge(a: &mut Arenas, which: Purge) {
     let mut lists = a.usable;
     let reserve = a.reserve;
     let delay = crate::options::purge_delay_ms();
-    let budget = match which {
-        Purge::Budget(bytes) => bytes,
-        Purge::All | Purge::AgedAt(_) => usize::MAX,
+    let kinds = match which {
+        Purge::Kinds(kinds) => kinds,
+        Purge::All | Purge::AgedAt(_) => ALL_KINDS,
     };
-    let mut resident = 0usize;
     // SAFETY: lock held; every arena visited is live.
     unsafe {
-        let mut visit = |arena: *mut Arena| {
-            if (*arena).ndirty == 0 {
+        let visit = |arena: *mut Arena| {
+            if (*arena).ndirty == 0 || kinds & (1 << (*arena).kind) == 0 {
                 return;
             }
             let size = 1usize << (*arena).pool_shift;
             let mut run_start: *mut u8 = ptr::null_mut();
             let mut run_len = 0usize;
             for i in 0..(*arena).formatted as usize {
-                if resident >= budget {
-                    break;
-                }
                 let pool = (*arena).pools.as_mut_ptr().add(i);
                 let selected = match which {
                     Purge::AgedAt(now) => now.wrapping_sub((*pool).freed_at_ms) >= delay,
-                    Purge::All | Purge::Budget(_) => true,
+                    Purge::All | Purge::Kinds(_) => true,
                 };
                 if (*pool).dirty && (*pool).state == PoolState::Free && selected {
-                    resident += (*pool).resident_bytes();
-                    (*pool).mark_clean();
                     (*pool).dirty = false;
                     (*arena).ndirty -= 1;
                     stats::global().dirty.sub(size);
@@ -487,7 +488,6 @@ unsafe fn purge(a: &mut Arenas, which: Purge) -> usize {
             visit(reserve);
         }
     }
-    resident
 }
 
 fn take_header(a: &mut Arenas) -> *mut Arena {

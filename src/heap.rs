@@ -65,9 +65,6 @@ pub struct Heap {
     allocated_lately: [bool; NUM_CLASSES],
     /// When this heap last gave back aged idle memory (`tick`).
     last_tick_ms: u32,
-    /// Bytes of pages this heap faulted in by carving and has not yet traded for idle ones
-    /// (`note_growth`); negative when a trade gave back more than it owed.
-    fault_debt: isize,
     pub counts: CallCounts,
     /// Links in the registry's live list or free list.
     next: *mut Heap,
@@ -108,7 +105,6 @@ impl Heap {
             carved_lately: [false; NUM_CLASSES],
             allocated_lately: [false; NUM_CLASSES],
             last_tick_ms: 0,
-            fault_debt: 0,
             counts: CallCounts::NEW,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -681,74 +677,36 @@ unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
     let delay = crate::options::purge_delay_ms();
     // SAFETY: per the contract.
     unsafe {
-        release_kept(heap, usize::MAX, |pool| {
+        release_kept(heap, |pool, _| {
             now.wrapping_sub((*pool).freed_at_ms) >= delay
         })
     };
 }
 
-/// Pages a heap faults in by carving before it trades them for idle ones: a small pool's
-/// worth, so a trade (the arena lock, a look at the kept pools) comes at most once per eight
-/// pages faulted in.
-const TRADE_BYTES: isize = 1 << POOL_SHIFT[0];
-
-/// Carving faulted in about `grown` bytes of pages (`Pool::take_growth`): once they add up to
-/// `TRADE_BYTES`, the heap gives back as much idle memory, whatever its age (the policy is in
-/// `arena`'s module comment).
+/// The heap is about to fault in a clean pool of `kind`: first, whatever their age, it gives
+/// back the idle pools that could not have served it, those of the other kinds (the policy
+/// is in `arena`'s module comment): the arenas' dirty free pools, then its own kept ones.
 ///
 /// # Safety
 /// The caller owns `heap`.
 #[cold]
 #[inline(never)]
-unsafe fn note_growth(heap: *mut Heap, grown: usize) {
+unsafe fn trade_idle_for_clean_pool(heap: *mut Heap, kind: usize) {
+    arena::discard_dirty_of_other_kinds(kind);
     // SAFETY: per the contract.
     unsafe {
-        (*heap).fault_debt += grown as isize;
-        if (*heap).fault_debt < TRADE_BYTES {
-            return;
+        if (*heap).kept_empty != 0 {
+            release_kept(heap, |_, class| pool_kind(class) != kind);
         }
-        if stats::idle_bytes() == 0 {
-            // Nothing idle: the growth was the program's.
-            (*heap).fault_debt = 0;
-            return;
-        }
-        trade_idle_for_growth(heap);
-    }
-}
-
-/// Gives back idle memory for the pages the heap faulted in (`fault_debt`): the arenas' dirty
-/// free pools first, which wait there for any heap, then its own kept pools. Pools go whole,
-/// so a trade may give back more than it owes: the difference pays for growth to come.
-///
-/// # Safety
-/// The caller owns `heap`.
-unsafe fn trade_idle_for_growth(heap: *mut Heap) {
-    // SAFETY: per the contract.
-    unsafe {
-        let owed = (*heap).fault_debt as usize;
-        let mut given = arena::discard_dirty(owed);
-        if given < owed && (*heap).kept_empty != 0 {
-            given += release_kept(heap, owed - given, |_| true);
-        }
-        (*heap).fault_debt = if given < owed {
-            0
-        } else {
-            owed as isize - given as isize
-        };
     }
 }
 
 /// Gives back to their arenas, with their pages discarded, the kept empty pools for which
-/// `wanted` holds, until their resident bytes reach `budget`. Returns those bytes.
+/// `wanted(pool, class)` holds.
 ///
 /// # Safety
 /// The caller owns `heap`; `wanted` may read the pool.
-unsafe fn release_kept(
-    heap: *mut Heap,
-    budget: usize,
-    wanted: impl Fn(*mut Pool) -> bool,
-) -> usize {
-    let mut given = 0;
+unsafe fn release_kept(heap: *mut Heap, wanted: impl Fn(*mut Pool, usize) -> bool) {
     // SAFETY: we own the heap and the pools on its lists.
     unsafe {
         for class in 0..NUM_CLASSES {
@@ -758,23 +716,22 @@ unsafe fn release_kept(
             }
             // Kept pools are the non-head pools with nothing in use (see `kept_empty`).
             let mut pool = (*head).next;
-            while !pool.is_null() && given < budget {
+            while !pool.is_null() {
                 let next = (*pool).next;
-                if (*pool).used == 0 && wanted(pool) {
+                if (*pool).used == 0 && wanted(pool, class) {
+                    let bytes = pool_bytes(pool);
                     avail_remove(heap, pool);
-                    unkeep(heap, pool_bytes(pool));
+                    unkeep(heap, bytes);
                     // It has waited long enough: its pages go now, and it reaches its arena
                     // clean rather than waiting there again.
                     let discarded = (*pool).discard_carved();
                     stats::global().bytes_returned.add(discarded);
-                    given += discarded;
                     release(pool);
                 }
                 pool = next;
             }
         }
     }
-    given
 }
 
 /// Gives back the pages of head pools that have had no block out for the purge delay. A
@@ -899,10 +856,6 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 let sparse = !*carved_lately;
                 *carved_lately = true;
                 if (*pool).carve(sparse) {
-                    let grown = (*pool).take_growth();
-                    if grown != 0 {
-                        note_growth(heap, grown);
-                    }
                     return (*pool).pop();
                 }
                 // Exhausted: it leaves the class list for the full list.
@@ -925,9 +878,14 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
             remote::sweep_abandoned_if_hinted();
             let mut pool = remote::adopt(class, heap);
             if pool.is_null() {
-                pool = take_kept_pool(heap, pool_kind(class));
+                let kind = pool_kind(class);
+                pool = take_kept_pool(heap, kind);
                 if pool.is_null() {
-                    pool = arena::acquire_pool(pool_kind(class));
+                    let mut clean = false;
+                    pool = arena::acquire_pool(kind, &mut clean);
+                    if clean {
+                        trade_idle_for_clean_pool(heap, kind);
+                    }
                 }
                 if pool.is_null() {
                     return ptr::null_mut();
@@ -1950,35 +1908,105 @@ mod tests {
         .unwrap();
     }
 
-    /// Resident pages of the pools among `pools` that `heap` keeps empty or that are free in
-    /// their arenas: the idle ones. (A pool another test's thread took meanwhile is skipped.)
-    fn idle_resident_pages(heap: *mut super::Heap, pools: &[usize]) -> usize {
+    /// Resident pages of the pools among `pools` that are still free in their arenas and
+    /// not the head of a class: the idle ones a trade must leave without pages. (A pool that
+    /// another test's thread took meanwhile is in use and skipped.)
+    fn resident_idle_pages(pools: &[usize]) -> usize {
         pools
             .iter()
             .map(|&p| p as *mut super::Pool)
-            // SAFETY: descriptors are never unmapped (arena headers are recycled); the ones
-            // `heap` owns are this thread's.
-            .filter(|&p| unsafe {
-                (*p).state == crate::pool::PoolState::Free
-                    || ((*p).owner.load(core::sync::atomic::Ordering::Relaxed) == heap
-                        && (*p).used == 0
-                        && !(*p).head)
-            })
+            // SAFETY: descriptors of pools are never unmapped (arena headers are recycled).
+            .filter(|&p| unsafe { (*p).state == crate::pool::PoolState::Free })
             // SAFETY: as above; a pool's memory lies in its live arena's mapping.
             .map(|p| unsafe { crate::os::resident_pages((*p).start, super::pool_bytes(p)) })
             .sum()
     }
 
-    /// A heap that faults pages in by carving gives back as many idle ones, whatever their
-    /// age, and no more: here pools of 1 KiB blocks, kept empty and of another pool size,
-    /// for the pages of a new class of small blocks.
+    /// Bytes of the empty pools `heap` keeps on the lists of classes of pool kind `kind`.
+    fn kept_of_kind(heap: *mut super::Heap, kind: usize) -> usize {
+        let mut bytes = 0;
+        for class in (0..super::NUM_CLASSES).filter(|&c| super::pool_kind(c) == kind) {
+            // SAFETY: this thread's live heap and the pools on its lists.
+            unsafe {
+                let head = (*heap).avail[class];
+                if head == super::empty_pool() {
+                    continue;
+                }
+                let mut pool = (*head).next;
+                while !pool.is_null() {
+                    if (*pool).used == 0 {
+                        bytes += super::pool_bytes(pool);
+                    }
+                    pool = (*pool).next;
+                }
+            }
+        }
+        bytes
+    }
+
+    /// A heap about to fault in a clean pool of one size first gives back the idle pools of
+    /// the other sizes, whatever their age: the dirty free ones in the arenas and the empty
+    /// ones it keeps. Those of the pool's own size stay, for it to reuse.
     #[test]
-    fn carving_new_pages_trades_them_for_idle_ones() {
+    fn a_clean_pool_takes_the_place_of_idle_pools_of_other_sizes() {
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         std::thread::spawn(|| {
             alloc::trim();
-            // 1 KiB blocks fill eight 128 KiB pools; freed, the seven behind the head are kept.
-            let mut kb = [core::ptr::null_mut::<u8>(); 8 * 128];
+            // 1 KiB blocks fill ten 128 KiB pools; freed, the heap keeps eight
+            // (KEEP_EMPTY_BYTES) and the last goes back to its arena dirty.
+            let mut kb = [core::ptr::null_mut::<u8>(); 10 * 128];
+            for b in kb.iter_mut() {
+                *b = alloc::malloc(1024);
+            }
+            let kb_pools = pools_of(&kb);
+            // 48-byte blocks fill three 32 KiB pools; freed, two are kept.
+            let mut small = [core::ptr::null_mut::<u8>(); 2 * 682 + 1];
+            for b in small.iter_mut() {
+                *b = alloc::malloc(48);
+            }
+            let heap = crate::tls::heap();
+            for b in kb.iter().chain(small.iter()).rev() {
+                // SAFETY: each block was just allocated above.
+                unsafe { alloc::free(*b, "free") };
+            }
+            let (small_kind, kb_kind) = (super::pool_kind(2), super::pool_kind(39));
+            let small_kept = kept_of_kind(heap, small_kind);
+            assert!(small_kept > 0 && kept_of_kind(heap, kb_kind) > 0);
+            assert!(
+                resident_idle_pages(&kb_pools) > 0,
+                "no dirty 1 KiB pool in the arenas to discard"
+            );
+            // SAFETY: this thread's live heap.
+            unsafe { super::trade_idle_for_clean_pool(heap, small_kind) };
+            assert_eq!(kept_of_kind(heap, kb_kind), 0, "1 KiB pools still kept");
+            assert_eq!(
+                resident_idle_pages(&kb_pools),
+                0,
+                "idle 1 KiB pools kept pages"
+            );
+            assert_eq!(
+                kept_of_kind(heap, small_kind),
+                small_kept,
+                "small pools given back"
+            );
+            // SAFETY: as above.
+            assert_eq!(unsafe { (*heap).kept_empty }, small_kept);
+            assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The trade above happens when a heap takes a clean pool from its arenas: here a class
+    /// of the small pools after a batch of 1 KiB blocks was freed. Without it their kept
+    /// pools would stay resident for the purge delay.
+    #[test]
+    fn taking_a_clean_pool_gives_back_kept_pools_of_other_sizes() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            alloc::trim();
+            const N: usize = 1000;
+            let mut kb = [core::ptr::null_mut::<u8>(); N];
             for b in kb.iter_mut() {
                 *b = alloc::malloc(1024);
             }
@@ -1988,26 +2016,17 @@ mod tests {
                 unsafe { alloc::free(*b, "free") };
             }
             let heap = crate::tls::heap();
-            let page = crate::os::PAGE_SIZE;
-            let idle_before = idle_resident_pages(heap, &kb_pools) * page;
-            assert!(idle_before >= 4 << 17, "only {idle_before} bytes idle");
-            let returned_before = stats::global().bytes_returned.get();
-            // 48-byte blocks of a class this thread has not used: two small pools' worth of
-            // new pages, twice `TRADE_BYTES`.
-            let mut small = [core::ptr::null_mut::<u8>(); 2 * 682];
+            // SAFETY: this thread's live heap.
+            assert!(unsafe { (*heap).kept_empty } >= 4 << 17);
+            // Blocks of a class this thread has not used, more than a pool holds: after
+            // `trim`, no free pool in the arenas is dirty, so its pools are clean.
+            let mut small = [core::ptr::null_mut::<u8>(); 1000];
             for b in small.iter_mut() {
-                *b = alloc::malloc(48);
+                *b = alloc::malloc(400);
             }
-            let grown = 2 * 682 * 48;
-            let given = idle_before - idle_resident_pages(heap, &kb_pools) * page;
-            // Pools go whole: a 128 KiB one at most beyond what is owed.
-            assert!(
-                given <= grown + (1 << 17),
-                "{given} bytes given back for {grown} faulted in"
-            );
-            // Given back by this heap's trades, or (rarely) by another thread's purge.
-            let returned = stats::global().bytes_returned.get() - returned_before;
-            assert!(returned >= grown, "{returned} bytes given back for {grown}");
+            // SAFETY: as above.
+            assert_eq!(unsafe { (*heap).kept_empty }, 0);
+            assert_eq!(resident_idle_pages(&kb_pools), 0);
             for b in small.iter() {
                 // SAFETY: allocated above.
                 unsafe { alloc::free(*b, "free") };

@@ -163,10 +163,7 @@ pub struct Pool {
     /// Free blocks that have been resting since the heap's last tick (swept medium classes,
     /// see `rest_free_blocks`): off the free list, so only a refill hands them out. Owner only.
     resting: *mut Block,
-    /// Bytes from `start` whose pages may be resident: the carved extent since the pool was
-    /// last clean (never used, or discarded). Carving past it faults pages in (`take_growth`).
-    resident_end: u32,
-    _pad2: [u8; 4],
+    _pad2: [u8; 8],
 }
 
 const _: () = {
@@ -229,8 +226,7 @@ impl Pool {
         checked_frees: 0,
         revived: false,
         resting: ptr::null_mut(),
-        resident_end: 0,
-        _pad2: [0; 4],
+        _pad2: [0; 8],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
@@ -700,23 +696,21 @@ impl Pool {
         }
     }
 
-    /// Discards the pages of an empty pool's carved blocks (and any its earlier uses left
-    /// resident) and forgets them (the pool is then as clean as a never used one, see
-    /// `arena::release_pool`). Returns the bytes discarded.
+    /// Discards the pages of an empty pool's carved blocks and forgets them (the pool is then
+    /// as clean as a never used one, see `arena::release_pool`). Returns the bytes discarded.
     ///
     /// # Safety
     /// Only the owner thread may call this, on a pool with no block in use and none on
     /// `thread_free`.
     pub unsafe fn discard_carved(&mut self) -> usize {
-        self.take_growth();
-        let len = self.resident_bytes();
+        let page = crate::os::PAGE_SIZE;
+        let len = (self.carved as usize * self.block_size as usize + page - 1) & !(page - 1);
         // SAFETY: the carved blocks are ours and unused; the range lies inside the pool. The
         // blocks are forgotten first: the check that does needs the free list's links.
         unsafe {
             self.forget_blocks();
             crate::os::discard(self.start, len);
         }
-        self.mark_clean();
         len
     }
 
@@ -780,25 +774,6 @@ impl Pool {
     /// Bytes of the pool from its start to the end of its carved blocks.
     pub fn carved_bytes(&self) -> usize {
         self.carved as usize * self.block_size as usize
-    }
-
-    /// Bytes by which the carved extent has passed the extent that may be resident (pages the
-    /// last carve faulted in, give or take a page), now counted as resident.
-    pub fn take_growth(&mut self) -> usize {
-        let end = self.carved_bytes() as u32;
-        let grown = end.saturating_sub(self.resident_end);
-        self.resident_end = self.resident_end.max(end);
-        grown as usize
-    }
-
-    /// Bytes of the pool whose pages may be resident, in whole pages.
-    pub fn resident_bytes(&self) -> usize {
-        (self.resident_end as usize).next_multiple_of(crate::os::PAGE_SIZE)
-    }
-
-    /// The pool's pages were given back: none is resident.
-    pub fn mark_clean(&mut self) {
-        self.resident_end = 0;
     }
 }
 
@@ -901,41 +876,6 @@ mod tests {
                     "busy carve of {size}-byte blocks"
                 );
             }
-        }
-    }
-
-    /// Carving counts as growth only past the extent whose pages may be resident: a pool
-    /// formatted again for another class carves into its old pages for free, and one whose
-    /// pages were given back (`mark_clean`) grows from its start again.
-    #[test]
-    fn growth_counts_only_pages_not_resident_yet() {
-        let pool_size = 1usize << crate::size_class::POOL_SHIFT[1];
-        let (kb, two_kb) = (
-            crate::size_class::class_of(1024),
-            crate::size_class::class_of(2048),
-        );
-        let mut mem = vec![0u8; pool_size];
-        let mut p = test_pool(kb, &mut mem);
-        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
-        unsafe {
-            assert!(p.carve(false));
-            assert_eq!(p.take_growth(), 4096);
-            assert_eq!(p.take_growth(), 0, "counted twice");
-            assert!(p.carve(false) && p.carve(false));
-            assert_eq!(p.take_growth(), 8192);
-            // Emptied and formatted for 2 KiB blocks: its first 12 KiB are still resident.
-            p.forget_blocks();
-            p.format(two_kb, pool_size);
-            assert!(p.carve(false));
-            assert_eq!(p.take_growth(), 0, "8 KiB carved into resident pages");
-            assert!(p.carve(false));
-            assert_eq!(p.take_growth(), 4096);
-            assert_eq!(p.resident_bytes(), 16384);
-            p.mark_clean();
-            p.forget_blocks();
-            p.format(two_kb, pool_size);
-            assert!(p.carve(false));
-            assert_eq!(p.take_growth(), 8192);
         }
     }
 
