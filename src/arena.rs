@@ -18,15 +18,6 @@
 //!   threshold. The delay spares a program that frees a batch and allocates it again a moment
 //!   later (a loop, an interpreter's garbage collection) the page faults of memory it is about
 //!   to reuse; the bounds keep a program that frees a lot at once from keeping much.
-//! - Idle pools of one size cannot serve another, so a heap about to fault in a clean pool
-//!   first gives back the idle pools of the other sizes, delay or not: the dirty free ones
-//!   (`discard_dirty_of_other_kinds`), then the empty ones it keeps
-//!   (`heap::trade_idle_for_clean_pool`). Resident memory then does not grow by a pool while
-//!   memory that could not have served it waits out its delay: CPython freeing a 512 KiB
-//!   image of 2 KiB lists and then allocating small objects (pyperformance chaos) kept both
-//!   resident, 0.3 MiB over its peak with pymalloc. What is at stake is bounded by the idle
-//!   bound, and only a program that grows one pool size while it frees and refills whole
-//!   pools of another pays for it, with refaults.
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -46,8 +37,6 @@ use crate::stats;
 use crate::sync::Lock;
 
 pub const ARENA_SIZE: usize = CHUNK_SIZE;
-/// Every pool kind, as a mask of kinds (bit `k` for kind `k`).
-const ALL_KINDS: u32 = (1 << NUM_POOL_KINDS) - 1;
 /// Idle memory above this many times the threshold is discarded at once, delay or not.
 const PURGE_HARD_FACTOR: usize = 4;
 /// Pools in an arena of the smallest pool kind.
@@ -116,10 +105,8 @@ pub unsafe fn pool_of(arena: *mut Arena, p: usize) -> *mut Pool {
     }
 }
 
-/// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory. `*clean` says
-/// whether its pages have to be faulted in (it was never used, or was discarded) rather than
-/// still resident from its last use.
-pub fn acquire_pool(kind: usize, clean: &mut bool) -> *mut Pool {
+/// Takes a Free pool of `kind` for a heap. Null if the OS refuses memory.
+pub fn acquire_pool(kind: usize) -> *mut Pool {
     let mut a = ARENAS.lock();
     let mut best: *mut Arena = ptr::null_mut();
     let mut cur = a.usable[kind];
@@ -151,7 +138,6 @@ pub fn acquire_pool(kind: usize, clean: &mut bool) -> *mut Pool {
             (*best).free_pools = (*pool).next;
         }
         (*best).nfree -= 1;
-        *clean = !(*pool).dirty;
         if (*pool).dirty {
             (*pool).dirty = false;
             (*best).ndirty -= 1;
@@ -211,7 +197,7 @@ fn maybe_purge(a: &mut Arenas) {
     }
     if idle > threshold.saturating_mul(PURGE_HARD_FACTOR) {
         // SAFETY: the caller holds the arena lock, which `a` borrows from.
-        unsafe { purge(a, Purge::All) };
+        unsafe { purge(a, None) };
         return;
     }
     // Scanning every pool is not free: at most once per millisecond.
@@ -219,7 +205,7 @@ fn maybe_purge(a: &mut Arenas) {
     if now != a.last_purge_scan_ms {
         a.last_purge_scan_ms = now;
         // SAFETY: as above.
-        unsafe { purge(a, Purge::AgedAt(now)) };
+        unsafe { purge(a, Some(now)) };
     }
 }
 
@@ -234,18 +220,7 @@ pub fn purge_aged(now: u32) {
         return;
     };
     // SAFETY: we hold the arena lock.
-    unsafe { purge(&mut a, Purge::AgedAt(now)) };
-}
-
-/// Discards the dirty free pools of the pool kinds other than `kind`, however recently freed
-/// (see the module comment).
-pub fn discard_dirty_of_other_kinds(kind: usize) {
-    if stats::global().dirty.get() == 0 {
-        return;
-    }
-    let mut a = ARENAS.lock();
-    // SAFETY: we hold the arena lock.
-    unsafe { purge(&mut a, Purge::Kinds(ALL_KINDS & !(1 << kind))) };
+    unsafe { purge(&mut a, Some(now)) };
 }
 
 /// Returns every free page to the OS: discards all dirty free pools and unmaps the reserve.
@@ -255,7 +230,7 @@ pub fn trim() -> bool {
     let had = stats::global().dirty.get() > 0 || !a.reserve.is_null();
     // SAFETY: we hold the lock.
     unsafe {
-        purge(&mut a, Purge::All);
+        purge(&mut a, None);
         let reserve = a.reserve;
         if !reserve.is_null() {
             a.reserve = ptr::null_mut();
@@ -421,31 +396,16 @@ unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
     }
 }
 
-/// Which dirty free pools `purge` discards.
-#[derive(Clone, Copy)]
-enum Purge {
-    /// All of them.
-    All,
-    /// Those free for at least the purge delay at this time (`os::now_ms`).
-    AgedAt(u32),
-    /// Those of the kinds in this mask (bit `k` for kind `k`).
-    Kinds(u32),
-}
-
-/// Discards the pages of the dirty free pools `which` selects, coalescing neighbours into one
-/// call.
-unsafe fn purge(a: &mut Arenas, which: Purge) {
+/// Discards the pages of the dirty free pools, coalescing neighbours into one call: all of
+/// them, or with `Some(now)` those free for at least the purge delay.
+unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
     let mut lists = a.usable;
     let reserve = a.reserve;
     let delay = crate::options::purge_delay_ms();
-    let kinds = match which {
-        Purge::Kinds(kinds) => kinds,
-        Purge::All | Purge::AgedAt(_) => ALL_KINDS,
-    };
     // SAFETY: lock held; every arena visited is live.
     unsafe {
         let visit = |arena: *mut Arena| {
-            if (*arena).ndirty == 0 || kinds & (1 << (*arena).kind) == 0 {
+            if (*arena).ndirty == 0 {
                 return;
             }
             let size = 1usize << (*arena).pool_shift;
@@ -453,11 +413,11 @@ unsafe fn purge(a: &mut Arenas, which: Purge) {
             let mut run_len = 0usize;
             for i in 0..(*arena).formatted as usize {
                 let pool = (*arena).pools.as_mut_ptr().add(i);
-                let selected = match which {
-                    Purge::AgedAt(now) => now.wrapping_sub((*pool).freed_at_ms) >= delay,
-                    Purge::All | Purge::Kinds(_) => true,
+                let old_enough = match now {
+                    None => true,
+                    Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= delay,
                 };
-                if (*pool).dirty && (*pool).state == PoolState::Free && selected {
+                if (*pool).dirty && (*pool).state == PoolState::Free && old_enough {
                     (*pool).dirty = false;
                     (*arena).ndirty -= 1;
                     stats::global().dirty.sub(size);

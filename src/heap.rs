@@ -675,38 +675,6 @@ pub unsafe fn after_batch_of_frees(heap: *mut Heap, pool: *mut Pool, which: usiz
 #[cold]
 unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
     let delay = crate::options::purge_delay_ms();
-    // SAFETY: per the contract.
-    unsafe {
-        release_kept(heap, |pool, _| {
-            now.wrapping_sub((*pool).freed_at_ms) >= delay
-        })
-    };
-}
-
-/// The heap is about to fault in a clean pool of `kind`: first, whatever their age, it gives
-/// back the idle pools that could not have served it, those of the other kinds (the policy
-/// is in `arena`'s module comment): the arenas' dirty free pools, then its own kept ones.
-///
-/// # Safety
-/// The caller owns `heap`.
-#[cold]
-#[inline(never)]
-unsafe fn trade_idle_for_clean_pool(heap: *mut Heap, kind: usize) {
-    arena::discard_dirty_of_other_kinds(kind);
-    // SAFETY: per the contract.
-    unsafe {
-        if (*heap).kept_empty != 0 {
-            release_kept(heap, |_, class| pool_kind(class) != kind);
-        }
-    }
-}
-
-/// Gives back to their arenas, with their pages discarded, the kept empty pools for which
-/// `wanted(pool, class)` holds.
-///
-/// # Safety
-/// The caller owns `heap`; `wanted` may read the pool.
-unsafe fn release_kept(heap: *mut Heap, wanted: impl Fn(*mut Pool, usize) -> bool) {
     // SAFETY: we own the heap and the pools on its lists.
     unsafe {
         for class in 0..NUM_CLASSES {
@@ -718,12 +686,12 @@ unsafe fn release_kept(heap: *mut Heap, wanted: impl Fn(*mut Pool, usize) -> boo
             let mut pool = (*head).next;
             while !pool.is_null() {
                 let next = (*pool).next;
-                if (*pool).used == 0 && wanted(pool, class) {
+                if (*pool).used == 0 && now.wrapping_sub((*pool).freed_at_ms) >= delay {
                     let bytes = pool_bytes(pool);
                     avail_remove(heap, pool);
                     unkeep(heap, bytes);
-                    // It has waited long enough: its pages go now, and it reaches its arena
-                    // clean rather than waiting there again.
+                    // It has waited the delay already: its pages go now, and it reaches its
+                    // arena clean rather than waiting there again.
                     let discarded = (*pool).discard_carved();
                     stats::global().bytes_returned.add(discarded);
                     release(pool);
@@ -878,14 +846,9 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
             remote::sweep_abandoned_if_hinted();
             let mut pool = remote::adopt(class, heap);
             if pool.is_null() {
-                let kind = pool_kind(class);
-                pool = take_kept_pool(heap, kind);
+                pool = take_kept_pool(heap, pool_kind(class));
                 if pool.is_null() {
-                    let mut clean = false;
-                    pool = arena::acquire_pool(kind, &mut clean);
-                    if clean {
-                        trade_idle_for_clean_pool(heap, kind);
-                    }
+                    pool = arena::acquire_pool(pool_kind(class));
                 }
                 if pool.is_null() {
                     return ptr::null_mut();
@@ -1900,135 +1863,6 @@ mod tests {
             );
             for b in blocks.iter() {
                 // SAFETY: as above.
-                unsafe { alloc::free(*b, "free") };
-            }
-            assert_eq!(alloc::check(), 0);
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// Resident pages of the pools among `pools` that are still free in their arenas and
-    /// not the head of a class: the idle ones a trade must leave without pages. (A pool that
-    /// another test's thread took meanwhile is in use and skipped.)
-    fn resident_idle_pages(pools: &[usize]) -> usize {
-        pools
-            .iter()
-            .map(|&p| p as *mut super::Pool)
-            // SAFETY: descriptors of pools are never unmapped (arena headers are recycled).
-            .filter(|&p| unsafe { (*p).state == crate::pool::PoolState::Free })
-            // SAFETY: as above; a pool's memory lies in its live arena's mapping.
-            .map(|p| unsafe { crate::os::resident_pages((*p).start, super::pool_bytes(p)) })
-            .sum()
-    }
-
-    /// Bytes of the empty pools `heap` keeps on the lists of classes of pool kind `kind`.
-    fn kept_of_kind(heap: *mut super::Heap, kind: usize) -> usize {
-        let mut bytes = 0;
-        for class in (0..super::NUM_CLASSES).filter(|&c| super::pool_kind(c) == kind) {
-            // SAFETY: this thread's live heap and the pools on its lists.
-            unsafe {
-                let head = (*heap).avail[class];
-                if head == super::empty_pool() {
-                    continue;
-                }
-                let mut pool = (*head).next;
-                while !pool.is_null() {
-                    if (*pool).used == 0 {
-                        bytes += super::pool_bytes(pool);
-                    }
-                    pool = (*pool).next;
-                }
-            }
-        }
-        bytes
-    }
-
-    /// A heap about to fault in a clean pool of one size first gives back the idle pools of
-    /// the other sizes, whatever their age: the dirty free ones in the arenas and the empty
-    /// ones it keeps. Those of the pool's own size stay, for it to reuse.
-    #[test]
-    fn a_clean_pool_takes_the_place_of_idle_pools_of_other_sizes() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        std::thread::spawn(|| {
-            alloc::trim();
-            // 1 KiB blocks fill ten 128 KiB pools; freed, the heap keeps eight
-            // (KEEP_EMPTY_BYTES) and the last goes back to its arena dirty.
-            let mut kb = [core::ptr::null_mut::<u8>(); 10 * 128];
-            for b in kb.iter_mut() {
-                *b = alloc::malloc(1024);
-            }
-            let kb_pools = pools_of(&kb);
-            // 48-byte blocks fill three 32 KiB pools; freed, two are kept.
-            let mut small = [core::ptr::null_mut::<u8>(); 2 * 682 + 1];
-            for b in small.iter_mut() {
-                *b = alloc::malloc(48);
-            }
-            let heap = crate::tls::heap();
-            for b in kb.iter().chain(small.iter()).rev() {
-                // SAFETY: each block was just allocated above.
-                unsafe { alloc::free(*b, "free") };
-            }
-            let (small_kind, kb_kind) = (super::pool_kind(2), super::pool_kind(39));
-            let small_kept = kept_of_kind(heap, small_kind);
-            assert!(small_kept > 0 && kept_of_kind(heap, kb_kind) > 0);
-            assert!(
-                resident_idle_pages(&kb_pools) > 0,
-                "no dirty 1 KiB pool in the arenas to discard"
-            );
-            // SAFETY: this thread's live heap.
-            unsafe { super::trade_idle_for_clean_pool(heap, small_kind) };
-            assert_eq!(kept_of_kind(heap, kb_kind), 0, "1 KiB pools still kept");
-            assert_eq!(
-                resident_idle_pages(&kb_pools),
-                0,
-                "idle 1 KiB pools kept pages"
-            );
-            assert_eq!(
-                kept_of_kind(heap, small_kind),
-                small_kept,
-                "small pools given back"
-            );
-            // SAFETY: as above.
-            assert_eq!(unsafe { (*heap).kept_empty }, small_kept);
-            assert_eq!(alloc::check(), 0);
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// The trade above happens when a heap takes a clean pool from its arenas: here a class
-    /// of the small pools after a batch of 1 KiB blocks was freed. Without it their kept
-    /// pools would stay resident for the purge delay.
-    #[test]
-    fn taking_a_clean_pool_gives_back_kept_pools_of_other_sizes() {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        std::thread::spawn(|| {
-            alloc::trim();
-            const N: usize = 1000;
-            let mut kb = [core::ptr::null_mut::<u8>(); N];
-            for b in kb.iter_mut() {
-                *b = alloc::malloc(1024);
-            }
-            let kb_pools = pools_of(&kb);
-            for b in kb.iter().rev() {
-                // SAFETY: each block was just allocated above.
-                unsafe { alloc::free(*b, "free") };
-            }
-            let heap = crate::tls::heap();
-            // SAFETY: this thread's live heap.
-            assert!(unsafe { (*heap).kept_empty } >= 4 << 17);
-            // Blocks of a class this thread has not used, more than a pool holds: after
-            // `trim`, no free pool in the arenas is dirty, so its pools are clean.
-            let mut small = [core::ptr::null_mut::<u8>(); 1000];
-            for b in small.iter_mut() {
-                *b = alloc::malloc(400);
-            }
-            // SAFETY: as above.
-            assert_eq!(unsafe { (*heap).kept_empty }, 0);
-            assert_eq!(resident_idle_pages(&kb_pools), 0);
-            for b in small.iter() {
-                // SAFETY: allocated above.
                 unsafe { alloc::free(*b, "free") };
             }
             assert_eq!(alloc::check(), 0);
