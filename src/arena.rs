@@ -418,6 +418,7 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
                     Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= delay,
                 };
                 if (*pool).dirty && (*pool).state == PoolState::Free && old_enough {
+                    (*pool).mark_clean();
                     (*pool).dirty = false;
                     (*arena).ndirty -= 1;
                     stats::global().dirty.sub(size);

@@ -816,6 +816,21 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                         return b;
                     }
                 }
+                // Freed blocks before new pages: when carving would fault in a page and the
+                // pool behind the head has free blocks (frees into full pools put them there,
+                // `after_local_free`), that pool becomes the head, as pymalloc puts a pool that
+                // gets a free block first in line. A head with no block out stays, or it would
+                // sit behind the head looking like a kept empty pool (`kept_empty`).
+                let next = (*pool).next;
+                if !next.is_null()
+                    && !(*next).free.is_null()
+                    && (*pool).used > 1
+                    && (*pool).carving_grows()
+                {
+                    avail_remove(heap, pool);
+                    avail_insert(heap, pool);
+                    continue;
+                }
                 // A class's first carve in a batch of calls takes a page's worth at most: in
                 // CPython's imports the classes over 3 KiB carve a few times each, and four
                 // blocks a time left a dozen pages of them unused (carving writes each block).
@@ -824,6 +839,7 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 let sparse = !*carved_lately;
                 *carved_lately = true;
                 if (*pool).carve(sparse) {
+                    (*pool).note_carved();
                     return (*pool).pop();
                 }
                 // Exhausted: it leaves the class list for the full list.
@@ -1608,9 +1624,9 @@ mod tests {
             let a = pool_of_block(first);
             // SAFETY: a is the head pool of this thread's class, which it owns.
             let capacity = unsafe { (*a).capacity } as usize;
-            // Fill pool A, then pool B, then take a block of pool C.
+            // Fill pools A, B and C: C, the head, is all carved and has no free block.
             let mut blocks = vec![first];
-            while blocks.len() < 2 * capacity + 1 {
+            while blocks.len() < 3 * capacity {
                 blocks.push(alloc::malloc(size));
             }
             let c = pool_of_block(*blocks.last().unwrap());
@@ -1625,12 +1641,6 @@ mod tests {
             unsafe {
                 assert_eq!((*heap).avail[class], c);
                 assert_eq!((*c).next, a);
-            }
-            // Use C up: it has `capacity - 1` blocks left.
-            for _ in 0..capacity - 1 {
-                let p = alloc::malloc(size);
-                assert_eq!(pool_of_block(p), c);
-                blocks.push(p);
             }
             let p = alloc::malloc(size);
             assert_eq!(p, freed, "the switch hands out the block freed into A");
@@ -1812,6 +1822,61 @@ mod tests {
             // SAFETY: just allocated.
             unsafe { alloc::free(p, "free") };
             assert_eq!(alloc::check(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A head pool that would fault in a page to carve more blocks hands over to the pool
+    /// behind it when that one has free blocks: freed holes are filled before new pages.
+    #[test]
+    fn freed_blocks_come_before_new_pages() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            let size = 496;
+            let class = crate::size_class::class_of(size);
+            let first = alloc::malloc(size);
+            let a = pool_of_block(first);
+            // SAFETY: a is the head pool of this thread's class, which it owns.
+            let capacity = unsafe { (*a).capacity } as usize;
+            // Fill pool A and take a block of pool B, the head, which has carved a page's
+            // worth of blocks or so and has more to carve.
+            let mut blocks = vec![first];
+            while blocks.len() < capacity + 1 {
+                blocks.push(alloc::malloc(size));
+            }
+            let b = pool_of_block(*blocks.last().unwrap());
+            assert_ne!(a, b);
+            // SAFETY: b is this thread's head pool; we only read it.
+            let carved = unsafe { (*b).carved };
+            assert!((carved as usize) < capacity);
+            // A block freed into A puts A behind the head.
+            let freed = blocks.swap_remove(capacity / 2);
+            // SAFETY: freed is a live block allocated above.
+            unsafe { alloc::free(freed, "free") };
+            // B's carved blocks come first, then the block freed into A, before B carves
+            // again.
+            let p = loop {
+                let p = alloc::malloc(size);
+                blocks.push(p);
+                if pool_of_block(p) != b {
+                    break p;
+                }
+            };
+            assert_eq!(p, freed);
+            let heap = crate::tls::heap();
+            // SAFETY: this thread's heap and pools; we only read them.
+            unsafe {
+                assert_eq!((*b).carved, carved, "B carved a new page");
+                assert_eq!((*heap).avail[class], a, "A is the head");
+                assert_eq!((*a).next, b, "B waits behind it");
+            }
+            assert_eq!(super::check_current_thread(), 0);
+            for p in blocks {
+                // SAFETY: every block was allocated above and is freed once.
+                unsafe { alloc::free(p, "free") };
+            }
+            assert_eq!(super::check_current_thread(), 0);
         })
         .join()
         .unwrap();

@@ -163,7 +163,11 @@ pub struct Pool {
     /// Free blocks that have been resting since the heap's last tick (swept medium classes,
     /// see `rest_free_blocks`): off the free list, so only a refill hands them out. Owner only.
     resting: *mut Block,
-    _pad2: [u8; 8],
+    /// Bytes from `start` whose pages may be resident: the carved extent since the pool was
+    /// last clean (never used, or discarded), whatever classes carved it. Carving past it
+    /// faults pages in (`carving_grows`).
+    resident_end: u32,
+    _pad2: [u8; 4],
 }
 
 const _: () = {
@@ -226,7 +230,8 @@ impl Pool {
         checked_frees: 0,
         revived: false,
         resting: ptr::null_mut(),
-        _pad2: [0; 8],
+        resident_end: 0,
+        _pad2: [0; 4],
     };
 
     /// Prepares a Free pool of `pool_size` bytes at `start` for blocks of class `class`.
@@ -696,21 +701,23 @@ impl Pool {
         }
     }
 
-    /// Discards the pages of an empty pool's carved blocks and forgets them (the pool is then
-    /// as clean as a never used one, see `arena::release_pool`). Returns the bytes discarded.
+    /// Discards the pages of an empty pool's carved blocks (and any its earlier uses left
+    /// resident) and forgets them (the pool is then as clean as a never used one, see
+    /// `arena::release_pool`). Returns the bytes discarded.
     ///
     /// # Safety
     /// Only the owner thread may call this, on a pool with no block in use and none on
     /// `thread_free`.
     pub unsafe fn discard_carved(&mut self) -> usize {
-        let page = crate::os::PAGE_SIZE;
-        let len = (self.carved as usize * self.block_size as usize + page - 1) & !(page - 1);
+        self.note_carved();
+        let len = self.resident_bytes();
         // SAFETY: the carved blocks are ours and unused; the range lies inside the pool. The
         // blocks are forgotten first: the check that does needs the free list's links.
         unsafe {
             self.forget_blocks();
             crate::os::discard(self.start, len);
         }
+        self.mark_clean();
         len
     }
 
@@ -774,6 +781,26 @@ impl Pool {
     /// Bytes of the pool from its start to the end of its carved blocks.
     pub fn carved_bytes(&self) -> usize {
         self.carved as usize * self.block_size as usize
+    }
+
+    /// The pages of the carved blocks are resident now (`resident_end`).
+    pub fn note_carved(&mut self) {
+        self.resident_end = self.resident_end.max(self.carved_bytes() as u32);
+    }
+
+    /// Bytes of the pool whose pages may be resident, in whole pages.
+    pub fn resident_bytes(&self) -> usize {
+        (self.resident_end as usize).next_multiple_of(crate::os::PAGE_SIZE)
+    }
+
+    /// The pool's pages were given back: none is resident.
+    pub fn mark_clean(&mut self) {
+        self.resident_end = 0;
+    }
+
+    /// Would carving the next block fault in a page not resident yet?
+    pub fn carving_grows(&self) -> bool {
+        self.carved_bytes() + self.block_size as usize > self.resident_bytes()
     }
 }
 
@@ -876,6 +903,42 @@ mod tests {
                     "busy carve of {size}-byte blocks"
                 );
             }
+        }
+    }
+
+    /// Carving faults pages in only past the extent that may be resident: a pool formatted
+    /// again for another class carves into its old pages, and one whose pages were given
+    /// back (`mark_clean`) starts from nothing again.
+    #[test]
+    fn carving_grows_only_past_the_resident_pages() {
+        let pool_size = 1usize << crate::size_class::POOL_SHIFT[1];
+        let (kb, two_kb) = (
+            crate::size_class::class_of(1024),
+            crate::size_class::class_of(2048),
+        );
+        let mut mem = vec![0u8; pool_size];
+        let mut p = test_pool(kb, &mut mem);
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread.
+        unsafe {
+            assert!(p.carving_grows(), "a new pool has nothing resident");
+            assert!(p.carve(false) && p.carve(false) && p.carve(false));
+            p.note_carved();
+            assert_eq!(p.resident_bytes(), 12288);
+            assert!(p.carving_grows(), "the next block is on a new page");
+            // Emptied and formatted for 2 KiB blocks: its first 12 KiB are still resident.
+            p.forget_blocks();
+            p.format(two_kb, pool_size);
+            assert!(!p.carving_grows());
+            assert!(p.carve(false));
+            p.note_carved();
+            assert!(!p.carving_grows(), "8 KiB carved, 12 resident");
+            assert!(p.carve(false));
+            p.note_carved();
+            assert_eq!(p.resident_bytes(), 16384);
+            p.mark_clean();
+            p.forget_blocks();
+            p.format(two_kb, pool_size);
+            assert!(p.carving_grows(), "its pages were given back");
         }
     }
 
