@@ -24,7 +24,9 @@
 //! ## Threads
 //! Each thread owns a heap (`heap`) holding, per class, a list of pools it allocates from.
 //! malloc pops the head pool's free list and free pushes on it: plain loads and stores, no
-//! lock, no atomic read-modify-write. A block freed by another thread goes on its pool's
+//! lock, no atomic read-modify-write. Freed blocks come before new pages, as in pymalloc: a
+//! head that would fault in a page to carve more blocks hands over to a pool behind it that
+//! has free blocks (`heap::refill_and_pop`). A block freed by another thread goes on its pool's
 //! atomic `thread_free` list (`remote`), which the owner collects in bulk on its slow path.
 //! When a thread exits, its pools with live blocks are abandoned to a global list and adopted
 //! by heaps that need pools of that class; empty ones go back to their arena.
