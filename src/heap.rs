@@ -1611,6 +1611,24 @@ mod tests {
         .unwrap();
     }
 
+    /// Allocates blocks of `size` bytes on the calling thread until `pools` pools are full,
+    /// then `extra` more. Returns the blocks, the first one's pool (A) and a pool's capacity.
+    fn fill_pools(
+        size: usize,
+        pools: usize,
+        extra: usize,
+    ) -> (std::vec::Vec<*mut u8>, *mut super::Pool, usize) {
+        let first = alloc::malloc(size);
+        let a = pool_of_block(first);
+        // SAFETY: a is the head pool of this thread's class, which it owns.
+        let capacity = unsafe { (*a).capacity } as usize;
+        let mut blocks = std::vec![first];
+        while blocks.len() < pools * capacity + extra {
+            blocks.push(alloc::malloc(size));
+        }
+        (blocks, a, capacity)
+    }
+
     /// A free into a full pool puts it behind the head; once the head is used up, the next
     /// allocation switches to it (`switch_to_next_pool`): it gets the block just freed, the
     /// used-up head goes to the full list, and the heap's lists stay consistent.
@@ -1620,15 +1638,8 @@ mod tests {
         std::thread::spawn(|| {
             let size = 496;
             let class = crate::size_class::class_of(size);
-            let first = alloc::malloc(size);
-            let a = pool_of_block(first);
-            // SAFETY: a is the head pool of this thread's class, which it owns.
-            let capacity = unsafe { (*a).capacity } as usize;
             // Fill pools A, B and C: C, the head, is all carved and has no free block.
-            let mut blocks = vec![first];
-            while blocks.len() < 3 * capacity {
-                blocks.push(alloc::malloc(size));
-            }
+            let (mut blocks, a, capacity) = fill_pools(size, 3, 0);
             let c = pool_of_block(*blocks.last().unwrap());
             assert_eq!(pools_of(&blocks).len(), 3, "three pools");
             // Free one block of the full pool A: it goes behind the head, C.
@@ -1835,16 +1846,9 @@ mod tests {
         std::thread::spawn(|| {
             let size = 496;
             let class = crate::size_class::class_of(size);
-            let first = alloc::malloc(size);
-            let a = pool_of_block(first);
-            // SAFETY: a is the head pool of this thread's class, which it owns.
-            let capacity = unsafe { (*a).capacity } as usize;
             // Fill pool A and take a block of pool B, the head, which has carved a page's
             // worth of blocks or so and has more to carve.
-            let mut blocks = vec![first];
-            while blocks.len() < capacity + 1 {
-                blocks.push(alloc::malloc(size));
-            }
+            let (mut blocks, a, capacity) = fill_pools(size, 1, 1);
             let b = pool_of_block(*blocks.last().unwrap());
             assert_ne!(a, b);
             // SAFETY: b is this thread's head pool; we only read it.
