@@ -839,7 +839,6 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 let sparse = !*carved_lately;
                 *carved_lately = true;
                 if (*pool).carve(sparse) {
-                    (*pool).note_carved();
                     return (*pool).pop();
                 }
                 // Exhausted: it leaves the class list for the full list.

@@ -164,8 +164,8 @@ pub struct Pool {
     /// see `rest_free_blocks`): off the free list, so only a refill hands them out. Owner only.
     resting: *mut Block,
     /// Bytes from `start` whose pages may be resident: the carved extent since the pool was
-    /// last clean (never used, or discarded), whatever classes carved it. Carving past it
-    /// faults pages in (`carving_grows`).
+    /// last clean (never used, or discarded), whatever classes carved it; `carve` extends it.
+    /// Carving past it faults pages in (`carving_grows`).
     resident_end: u32,
     _pad2: [u8; 4],
 }
@@ -403,6 +403,7 @@ impl Pool {
             self.free = first as *mut Block;
         }
         self.carved += n;
+        self.resident_end = self.resident_end.max(self.carved_bytes() as u32);
         true
     }
 
@@ -709,7 +710,6 @@ impl Pool {
     /// Only the owner thread may call this, on a pool with no block in use and none on
     /// `thread_free`.
     pub unsafe fn discard_carved(&mut self) -> usize {
-        self.note_carved();
         let len = self.resident_bytes();
         // SAFETY: the carved blocks are ours and unused; the range lies inside the pool. The
         // blocks are forgotten first: the check that does needs the free list's links.
@@ -781,11 +781,6 @@ impl Pool {
     /// Bytes of the pool from its start to the end of its carved blocks.
     pub fn carved_bytes(&self) -> usize {
         self.carved as usize * self.block_size as usize
-    }
-
-    /// The pages of the carved blocks are resident now (`resident_end`).
-    pub fn note_carved(&mut self) {
-        self.resident_end = self.resident_end.max(self.carved_bytes() as u32);
     }
 
     /// Bytes of the pool whose pages may be resident, in whole pages.
@@ -922,7 +917,6 @@ mod tests {
         unsafe {
             assert!(p.carving_grows(), "a new pool has nothing resident");
             assert!(p.carve(false) && p.carve(false) && p.carve(false));
-            p.note_carved();
             assert_eq!(p.resident_bytes(), 12288);
             assert!(p.carving_grows(), "the next block is on a new page");
             // Emptied and formatted for 2 KiB blocks: its first 12 KiB are still resident.
@@ -930,10 +924,8 @@ mod tests {
             p.format(two_kb, pool_size);
             assert!(!p.carving_grows());
             assert!(p.carve(false));
-            p.note_carved();
             assert!(!p.carving_grows(), "8 KiB carved, 12 resident");
             assert!(p.carve(false));
-            p.note_carved();
             assert_eq!(p.resident_bytes(), 16384);
             p.mark_clean();
             p.forget_blocks();
