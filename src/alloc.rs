@@ -45,7 +45,7 @@ pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
         return heap::alloc_class_noting::<CALL, true>(class_of(size));
     }
     if size <= POOLED_MAX {
-        return heap::alloc_multi_page::<CALL>(class_of(size));
+        return heap::alloc_multi_page(class_of(size), CALL);
     }
     malloc_large(size, PAGE_SIZE, CALL)
 }

@@ -282,12 +282,14 @@ const SWEEP_INTERVAL_MS: u32 = 2;
 /// no free block holds its pages.
 /// Before carving a new block, a request takes a free block of a slightly larger class
 /// (`pop_multi_page`), as glibc's best fit would.
+/// `call` is a runtime argument, not a const one like the fast paths' `CALL`: one copy of
+/// this path serves every entry point (a copy per entry point cost 3 KiB of resident code).
 #[inline(never)]
-pub fn alloc_multi_page<const CALL: usize>(class: usize) -> *mut u8 {
+pub fn alloc_multi_page(class: usize, call: usize) -> *mut u8 {
     let heap = tls::heap();
-    let mut p = pop_multi_page::<CALL>(heap, class);
+    let mut p = pop_multi_page(heap, class, call);
     if p.is_null() {
-        p = alloc_slow(class, CALL);
+        p = alloc_slow(class, call);
     }
     after_multi_page_alloc(p, class)
 }
@@ -365,7 +367,7 @@ const BORROW_CLASSES: usize = 2;
 /// Pool accounting needs nothing special: the block stays a block of its own pool, and
 /// `free` and `malloc_usable_size` find its size there.
 #[inline(always)]
-fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
+fn pop_multi_page(heap: *mut Heap, class: usize, call: usize) -> *mut u8 {
     if heap.is_null() {
         return ptr::null_mut();
     }
@@ -385,8 +387,8 @@ fn pop_multi_page<const CALL: usize>(heap: *mut Heap, class: usize) -> *mut u8 {
                 if (*pool).has_discarded() {
                     (*pool).check_popped(b);
                 }
-                if (*heap).counts.bump(CALL) {
-                    calls_batch_done(heap, CALL);
+                if (*heap).counts.bump(call) {
+                    calls_batch_done(heap, call);
                 }
                 return b as *mut u8;
             }

@@ -178,7 +178,9 @@ impl fmt::Display for Human {
     }
 }
 
-fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
+/// Out of line, like `write_json`: one copy serves every destination.
+#[inline(never)]
+fn write_text(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
     writeln!(
         w,
         "poolmalloc {} statistics (pid {})",
@@ -213,10 +215,10 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
         )?;
     }
     writeln!(w)?;
-    let line = |w: &mut W, label: &str, v: usize| -> fmt::Result {
+    let line = |w: &mut dyn Write, label: &str, v: usize| -> fmt::Result {
         writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
     };
-    let count = |w: &mut W, label: &str, v: usize| -> fmt::Result {
+    let count = |w: &mut dyn Write, label: &str, v: usize| -> fmt::Result {
         writeln!(w, "{label:<40} = {:>21}", Commas(v))
     };
     count(w, "# arenas allocated total", s.arenas_total)?;
@@ -303,7 +305,10 @@ fn write_text<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
     Ok(())
 }
 
-fn write_json<W: Write>(w: &mut W, s: &Snapshot) -> fmt::Result {
+/// Out of line and through `dyn Write`: the exit report and the C API share one copy (each
+/// copy is resident code in every process that loads the library).
+#[inline(never)]
+fn write_json(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
     write!(
         w,
         "{{\"version\":\"{}\",\"pid\":{},",
