@@ -178,5 +178,32 @@ for mode in $MODES; do
     done
 done
 
+# The library's own file pages: every process that loads it keeps them resident (the kernel
+# maps file pages up to 64 KiB around each fault, so all of its code counts, not just what
+# runs). build.rs packs the relative relocations (DT_RELR, two pages less of read-only data)
+# and starts the code on a page of its own; this checks that both still hold.
+layout_problem() { # lib -> prints what is wrong, if anything
+    local relative code_offset
+    readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
+    relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
+    [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
+    code_offset=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $2 }')
+    case "$code_offset" in
+        *000) ;;
+        *) echo "code segment at file offset '$code_offset', not on a page of its own" ;;
+    esac
+}
+if [ "$SYSTEM" = 0 ]; then
+    problems=$(layout_problem "$LIBPATH")
+    if [ -z "$problems" ]; then
+        echo "ok   library layout"
+        passed=$((passed + 1))
+    else
+        echo "FAIL library layout"
+        echo "$problems" | sed 's/^/    | /'
+        failed=$((failed + 1))
+    fi
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
