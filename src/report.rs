@@ -178,6 +178,19 @@ impl fmt::Display for Human {
     }
 }
 
+/// One row of byte figures: `label = 1,234  (1.2 KiB)`. Out of line, as is `count`: the report
+/// has some forty rows, and each inlined row was resident code in every process.
+#[inline(never)]
+fn line(w: &mut dyn Write, label: &str, v: usize) -> fmt::Result {
+    writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
+}
+
+/// One row of a count: `label = 1,234`.
+#[inline(never)]
+fn count(w: &mut dyn Write, label: &str, v: usize) -> fmt::Result {
+    writeln!(w, "{label:<40} = {:>21}", Commas(v))
+}
+
 /// Out of line, like `write_json`: one copy serves every destination.
 #[inline(never)]
 fn write_text(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
@@ -215,12 +228,6 @@ fn write_text(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
         )?;
     }
     writeln!(w)?;
-    let line = |w: &mut dyn Write, label: &str, v: usize| -> fmt::Result {
-        writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
-    };
-    let count = |w: &mut dyn Write, label: &str, v: usize| -> fmt::Result {
-        writeln!(w, "{label:<40} = {:>21}", Commas(v))
-    };
     count(w, "# arenas allocated total", s.arenas_total)?;
     count(w, "# arenas reclaimed", s.arenas_reclaimed)?;
     count(w, "# arenas highwater mark", s.arenas_highwater)?;
