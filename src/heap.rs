@@ -1852,8 +1852,13 @@ mod tests {
             let (mut blocks, a, capacity) = fill_pools(size, 1, 1);
             let b = pool_of_block(*blocks.last().unwrap());
             assert_ne!(a, b);
-            // SAFETY: b is this thread's head pool; we only read it.
-            let carved = unsafe { (*b).carved };
+            // SAFETY: b is this thread's head pool. The arena may have handed it out with pages
+            // resident from an earlier use (tests run in parallel): B must be a head whose
+            // next carve faults in a page.
+            let carved = unsafe {
+                (*b).forget_pages_past_carved();
+                (*b).carved
+            };
             assert!((carved as usize) < capacity);
             // A block freed into A puts A behind the head.
             let freed = blocks.swap_remove(capacity / 2);

@@ -793,6 +793,15 @@ impl Pool {
         self.resident_end = 0;
     }
 
+    /// For tests: as if the pool's pages past its carved blocks had never been touched, which
+    /// holds for a fresh pool but not for one another class used before (whose pages stay
+    /// resident until purged): tests that need a head that would fault in a page use this
+    /// rather than depend on which free pool the arena hands out.
+    #[cfg(test)]
+    pub fn forget_pages_past_carved(&mut self) {
+        self.resident_end = self.carved_bytes() as u32;
+    }
+
     /// Would carving the next block fault in a page not resident yet?
     pub fn carving_grows(&self) -> bool {
         self.carved_bytes() + self.block_size as usize > self.resident_bytes()
