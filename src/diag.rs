@@ -1,12 +1,20 @@
-//! Messages without allocation: a fixed buffer that `core::fmt` can write into, and the fatal
-//! error path taken when a program hands us a pointer we must not touch.
+//! Messages without allocation and without `core::fmt`: a `Sink` that takes bytes, a stack
+//! buffer that is one, writers for the few shapes of text and number that messages and the
+//! statistics report need, and the fatal error path taken when a program hands us a pointer we
+//! must not touch.
 //!
-//! Nothing here may allocate: these run inside `free` with the heap possibly corrupted.
+//! Nothing here may allocate: these run inside `free` with the heap possibly corrupted. And
+//! nothing here uses `core::fmt`: its machinery (padding, integer formatting, UTF-8 checks) was
+//! a quarter of the library's code, and all of the library's code is resident in every process
+//! that loads it (the kernel maps file pages up to 64 KiB around each fault), not only what
+//! runs. mimalloc and jemalloc have their own small formatters for the same reasons.
 
-use core::fmt;
+/// Where text goes: a stack buffer, a file descriptor (through one), a caller's buffer.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
 
-/// A byte buffer on the stack that `write!` fills; text past the end is dropped, not an error,
-/// and `overflowed` remembers it.
+/// A byte buffer on the stack; text past the end is dropped, and `overflowed` remembers it.
 pub struct FixedBuf<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -23,6 +31,12 @@ impl<const N: usize> FixedBuf<N> {
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+    /// The text written so far, for tests (writers put only whole UTF-8 strings and ASCII);
+    /// empty if a truncation cut a character.
+    #[cfg(test)]
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
     pub fn len(&self) -> usize {
         self.len
@@ -41,17 +55,83 @@ impl<const N: usize> Default for FixedBuf<N> {
     }
 }
 
-impl<const N: usize> fmt::Write for FixedBuf<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = N - self.len;
-        let take = s.len().min(room);
-        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+impl<const N: usize> Sink for FixedBuf<N> {
+    fn put(&mut self, bytes: &[u8]) {
+        let take = bytes.len().min(N - self.len);
+        self.bytes[self.len..self.len + take].copy_from_slice(&bytes[..take]);
         self.len += take;
-        if take < s.len() {
+        if take < bytes.len() {
             self.overflowed = true;
         }
-        Ok(())
     }
+}
+
+/// `s`, then spaces up to `width` bytes (`{s:<width}`).
+pub fn padded(w: &mut dyn Sink, s: &[u8], width: usize) {
+    w.put(s);
+    spaces(w, width.saturating_sub(s.len()));
+}
+
+/// `n` spaces.
+pub fn spaces(w: &mut dyn Sink, mut n: usize) {
+    const BLANK: [u8; 32] = [b' '; 32];
+    while n > 0 {
+        let k = n.min(BLANK.len());
+        w.put(&BLANK[..k]);
+        n -= k;
+    }
+}
+
+/// `n` in decimal, right-aligned in `width` bytes (`{n:>width}`; 0 for no padding).
+pub fn decimal(w: &mut dyn Sink, n: u64, width: usize) {
+    digits(w, n, width, false);
+}
+
+/// `n` in decimal with a comma every three digits (`16,777,216`, as CPython prints byte
+/// counts), right-aligned in `width` bytes.
+pub fn with_commas(w: &mut dyn Sink, n: u64, width: usize) {
+    digits(w, n, width, true);
+}
+
+#[inline(never)]
+fn digits(w: &mut dyn Sink, mut n: u64, width: usize, commas: bool) {
+    // u64::MAX has 20 digits and 6 commas.
+    let mut buf = [0u8; 26];
+    let mut at = buf.len();
+    let mut count = 0;
+    loop {
+        if commas && count > 0 && count % 3 == 0 {
+            at -= 1;
+            buf[at] = b',';
+        }
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    spaces(w, width.saturating_sub(buf.len() - at));
+    w.put(&buf[at..]);
+}
+
+/// `n` in hexadecimal with a `0x` prefix (`{n:#x}`).
+pub fn hex(w: &mut dyn Sink, mut n: u64) {
+    let mut buf = [0u8; 18];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 2;
+    buf[at] = b'0';
+    buf[at + 1] = b'x';
+    w.put(&buf[at..]);
 }
 
 /// Prints `poolmalloc: <api>(): <what> <addr>` on stderr and aborts the process.
@@ -61,9 +141,14 @@ impl<const N: usize> fmt::Write for FixedBuf<N> {
 #[cold]
 #[inline(never)]
 pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
-    use fmt::Write;
     let mut buf = FixedBuf::<256>::new();
-    let _ = writeln!(buf, "poolmalloc: {api}(): {what} {addr:#x}");
+    buf.put(b"poolmalloc: ");
+    buf.put(api.as_bytes());
+    buf.put(b"(): ");
+    buf.put(what.as_bytes());
+    buf.put(b" ");
+    hex(&mut buf, addr as u64);
+    buf.put(b"\n");
     crate::os::write_all(2, buf.as_bytes());
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }
@@ -72,17 +157,31 @@ pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
 /// Prints `poolmalloc: <who>: <what> <value>` on stderr (a consistency check's finding).
 #[cold]
 pub fn complain(who: &str, what: &str, value: usize) {
-    use fmt::Write;
     let mut buf = FixedBuf::<256>::new();
-    let _ = writeln!(buf, "poolmalloc: {who}: {what} {value:#x}");
+    buf.put(b"poolmalloc: ");
+    buf.put(who.as_bytes());
+    buf.put(b": ");
+    buf.put(what.as_bytes());
+    buf.put(b" ");
+    hex(&mut buf, value as u64);
+    buf.put(b"\n");
     crate::os::write_all(2, buf.as_bytes());
 }
 
-/// Writes a panic's message, from a stack buffer: a panic is a bug in poolmalloc.
-pub fn report_panic(info: &dyn fmt::Display) {
-    use core::fmt::Write;
+/// Writes what is known of a panic, from a stack buffer: a panic is a bug in poolmalloc.
+/// The message is there when it is a plain string; one with arguments would need
+/// `core::fmt`, and the place in the source says enough to find the bug.
+pub fn report_panic(file: &str, line: u32, message: Option<&str>) {
     let mut buf = FixedBuf::<512>::new();
-    let _ = writeln!(buf, "poolmalloc: internal error: {info}");
+    buf.put(b"poolmalloc: internal error at ");
+    buf.put(file.as_bytes());
+    buf.put(b":");
+    decimal(&mut buf, line as u64, 0);
+    if let Some(m) = message {
+        buf.put(b": ");
+        buf.put(m.as_bytes());
+    }
+    buf.put(b"\n");
     crate::os::write_all(2, buf.as_bytes());
 }
 
@@ -90,7 +189,8 @@ pub fn report_panic(info: &dyn fmt::Display) {
 #[cfg(all(not(test), target_arch = "x86_64"))]
 #[panic_handler]
 fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    report_panic(info);
+    let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+    report_panic(file, line, info.message().as_str());
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }
 }
@@ -109,15 +209,45 @@ pub fn internal_error(what: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::fmt::Write;
 
     #[test]
     fn fixed_buf_truncates_and_remembers() {
         let mut b = FixedBuf::<8>::new();
-        write!(b, "{}", 1234).unwrap();
+        decimal(&mut b, 1234, 0);
         assert_eq!(b.as_bytes(), b"1234");
-        write!(b, "{}", 567890).unwrap();
+        assert!(!b.overflowed);
+        decimal(&mut b, 567890, 0);
         assert_eq!(b.as_bytes(), b"12345678");
         assert!(b.overflowed);
+    }
+
+    #[test]
+    fn numbers_come_out_as_core_fmt_would_print_them() {
+        for n in [0u64, 7, 999, 1000, 123_456, 16_777_216, u64::MAX] {
+            let mut b = FixedBuf::<64>::new();
+            decimal(&mut b, n, 0);
+            assert_eq!(b.as_str(), format!("{n}"));
+            let mut b = FixedBuf::<64>::new();
+            decimal(&mut b, n, 21);
+            assert_eq!(b.as_str(), format!("{n:>21}"));
+            let mut b = FixedBuf::<64>::new();
+            hex(&mut b, n);
+            assert_eq!(b.as_str(), format!("{n:#x}"));
+        }
+        let mut b = FixedBuf::<64>::new();
+        for n in [0u64, 999, 1000, 16_777_216] {
+            with_commas(&mut b, n, 0);
+            b.put(b" ");
+        }
+        with_commas(&mut b, u64::MAX, 30);
+        assert_eq!(
+            b.as_str(),
+            "0 999 1,000 16,777,216     18,446,744,073,709,551,615"
+        );
+        let mut b = FixedBuf::<64>::new();
+        padded(&mut b, b"label", 8);
+        padded(&mut b, b"too long", 3);
+        spaces(&mut b, 40);
+        assert_eq!(b.as_str(), format!("label   too long{:40}", ""));
     }
 }

@@ -51,7 +51,16 @@ fn on_load() {
     // malloc, so ours prints from a stack buffer, then the profile's `panic = "abort"` aborts.
     // Installing it allocates once, here, where that is safe.
     #[cfg(any(test, not(target_arch = "x86_64")))]
-    std::panic::set_hook(std::boxed::Box::new(|info| crate::diag::report_panic(info)));
+    std::panic::set_hook(std::boxed::Box::new(|info| {
+        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+        let payload = info.payload();
+        let message = payload.downcast_ref::<&str>().copied().or_else(|| {
+            payload
+                .downcast_ref::<std::string::String>()
+                .map(|s| s.as_str())
+        });
+        crate::diag::report_panic(file, line, message)
+    }));
     crate::options::load();
     // SAFETY: the handlers are plain functions that only take and release our locks.
     unsafe {

@@ -15,10 +15,8 @@
 //! Nothing here allocates: figures are gathered into a fixed struct, and text is formatted
 //! into a stack buffer that is flushed with `write` as it fills.
 
-use core::fmt::{self, Write};
-
 use crate::arena::{self, ARENA_SIZE};
-use crate::diag::FixedBuf;
+use crate::diag::{decimal, padded, with_commas, FixedBuf, Sink};
 use crate::heap;
 use crate::options::{self, StatsMode};
 use crate::os;
@@ -132,270 +130,294 @@ impl Snapshot {
     }
 }
 
-/// `1,234,567`, as CPython prints its byte counts.
-struct Commas(usize);
-impl fmt::Display for Commas {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = [0u8; 32];
-        let mut n = self.0;
-        let mut len = 0;
-        loop {
-            digits[len] = b'0' + (n % 10) as u8;
-            len += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut out = FixedBuf::<40>::new();
-        for i in (0..len).rev() {
-            let _ = out.write_char(digits[i] as char);
-            if i != 0 && i % 3 == 0 {
-                let _ = out.write_char(',');
-            }
-        }
-        // Only ASCII digits and commas were written, so this is valid UTF-8.
-        f.pad(core::str::from_utf8(out.as_bytes()).unwrap_or("?"))
-    }
-}
-
 /// A byte count for people: `512 B`, `12.5 KiB`, `3.0 MiB`, `1.2 GiB`.
-struct Human(usize);
-impl fmt::Display for Human {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        let (unit, div) = if n >= 1 << 30 {
-            ("GiB", 1usize << 30)
-        } else if n >= 1 << 20 {
-            ("MiB", 1 << 20)
-        } else if n >= 1 << 10 {
-            ("KiB", 1 << 10)
-        } else {
-            return write!(f, "{n} B");
-        };
-        let tenths = (n as u128 * 10 / div as u128) as usize;
-        write!(f, "{}.{} {unit}", tenths / 10, tenths % 10)
-    }
+fn human(w: &mut dyn Sink, n: usize) {
+    let (unit, div): (&[u8], usize) = if n >= 1 << 30 {
+        (b" GiB", 1 << 30)
+    } else if n >= 1 << 20 {
+        (b" MiB", 1 << 20)
+    } else if n >= 1 << 10 {
+        (b" KiB", 1 << 10)
+    } else {
+        decimal(w, n as u64, 0);
+        w.put(b" B");
+        return;
+    };
+    let tenths = (n as u128 * 10 / div as u128) as u64;
+    decimal(w, tenths / 10, 0);
+    w.put(b".");
+    decimal(w, tenths % 10, 0);
+    w.put(unit);
 }
 
-/// One row of byte figures: `label = 1,234  (1.2 KiB)`. Out of line, as is `count`: the report
-/// has some forty rows, and each inlined row was resident code in every process.
+/// One row of byte figures: `label = 1,234  (1.2 KiB)`.
 #[inline(never)]
-fn line(w: &mut dyn Write, label: &str, v: usize) -> fmt::Result {
-    writeln!(w, "{label:<40} = {:>21}  ({})", Commas(v), Human(v))
+fn line(w: &mut dyn Sink, label: &[u8], v: usize) {
+    count_only(w, label, v);
+    w.put(b"  (");
+    human(w, v);
+    w.put(b")\n");
 }
 
 /// One row of a count: `label = 1,234`.
 #[inline(never)]
-fn count(w: &mut dyn Write, label: &str, v: usize) -> fmt::Result {
-    writeln!(w, "{label:<40} = {:>21}", Commas(v))
+fn count(w: &mut dyn Sink, label: &[u8], v: usize) {
+    count_only(w, label, v);
+    w.put(b"\n");
 }
 
-/// Out of line, like `write_json`: one copy serves every destination.
+fn count_only(w: &mut dyn Sink, label: &[u8], v: usize) {
+    padded(w, label, 40);
+    w.put(b" = ");
+    with_commas(w, v as u64, 21);
+}
+
 #[inline(never)]
-fn write_text(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
-    writeln!(
-        w,
-        "poolmalloc {} statistics (pid {})",
-        env!("CARGO_PKG_VERSION"),
-        crate::os::pid()
-    )?;
-    writeln!(
-        w,
-        "Small block threshold = {SMALL_MAX}, in {NUM_SMALL} size classes."
-    )?;
-    writeln!(w)?;
-    writeln!(w, "class   size   num pools   blocks in use  avail blocks")?;
-    writeln!(w, "-----   ----   ---------   -------------  ------------")?;
+fn write_text(w: &mut dyn Sink, s: &Snapshot) {
+    w.put(
+        concat!(
+            "poolmalloc ",
+            env!("CARGO_PKG_VERSION"),
+            " statistics (pid "
+        )
+        .as_bytes(),
+    );
+    decimal(w, crate::os::pid() as u64, 0);
+    w.put(b")\nSmall block threshold = ");
+    decimal(w, SMALL_MAX as u64, 0);
+    w.put(b", in ");
+    decimal(w, NUM_SMALL as u64, 0);
+    w.put(b" size classes.\n\n");
+    w.put(b"class   size   num pools   blocks in use  avail blocks\n");
+    w.put(b"-----   ----   ---------   -------------  ------------\n");
     for (c, row) in s.classes.iter().enumerate() {
         if c == NUM_SMALL {
-            writeln!(
-                w,
-                "--- classes above {SMALL_MAX} bytes (up to {POOLED_MAX}), beyond CPython ---"
-            )?;
+            w.put(b"--- classes above ");
+            decimal(w, SMALL_MAX as u64, 0);
+            w.put(b" bytes (up to ");
+            decimal(w, POOLED_MAX as u64, 0);
+            w.put(b"), beyond CPython ---\n");
         }
         if row.pools == 0 {
             continue;
         }
-        writeln!(
-            w,
-            "{:5} {:6} {:11} {:15} {:13}",
-            c,
-            class_size(c),
-            row.pools,
-            row.blocks_in_use,
-            row.avail_blocks
-        )?;
+        let columns = [
+            (c, 5),
+            (class_size(c), 6),
+            (row.pools, 11),
+            (row.blocks_in_use, 15),
+            (row.avail_blocks, 13),
+        ];
+        for (i, (n, width)) in columns.into_iter().enumerate() {
+            w.put(if i == 0 { b"" } else { b" " });
+            decimal(w, n as u64, width);
+        }
+        w.put(b"\n");
     }
-    writeln!(w)?;
-    count(w, "# arenas allocated total", s.arenas_total)?;
-    count(w, "# arenas reclaimed", s.arenas_reclaimed)?;
-    count(w, "# arenas highwater mark", s.arenas_highwater)?;
-    count(w, "# arenas allocated current", s.arenas_current)?;
+    w.put(b"\n");
+    count(w, b"# arenas allocated total", s.arenas_total);
+    count(w, b"# arenas reclaimed", s.arenas_reclaimed);
+    count(w, b"# arenas highwater mark", s.arenas_highwater);
+    count(w, b"# arenas allocated current", s.arenas_current);
     let mut label = FixedBuf::<64>::new();
-    let _ = write!(
-        label,
-        "{} arenas * {} bytes/arena",
-        s.arenas_current, ARENA_SIZE
+    decimal(&mut label, s.arenas_current as u64, 0);
+    label.put(b" arenas * ");
+    decimal(&mut label, ARENA_SIZE as u64, 0);
+    label.put(b" bytes/arena");
+    line(w, label.as_bytes(), s.arenas_current * ARENA_SIZE);
+    w.put(b"\n");
+    line(w, b"# bytes in allocated blocks", s.allocated_bytes);
+    line(w, b"# bytes in available blocks", s.available_bytes);
+    let mut label = FixedBuf::<64>::new();
+    decimal(&mut label, s.unused_pools as u64, 0);
+    label.put(b" unused pools");
+    line(w, label.as_bytes(), s.unused_pool_bytes);
+    line(w, b"# bytes lost to pool headers", 0);
+    line(w, b"# bytes lost to quantization", s.quantization_bytes);
+    line(w, b"# bytes lost to arena alignment", 0);
+    line(w, b"Total", s.total());
+    w.put(b"  (pool and arena headers live outside the arenas: see metadata below)\n\n");
+    w.put(b"Large blocks (over ");
+    decimal(w, POOLED_MAX as u64, 0);
+    w.put(b" bytes, one mapping each)\n");
+    count(w, b"# large blocks live", s.large_live);
+    line(w, b"# bytes in large blocks", s.large_bytes);
+    line(w, b"# peak bytes in large blocks", s.large_peak_bytes);
+    count(w, b"# large blocks resized with mremap", s.large_mremaps);
+    line(w, b"# freed large bytes cached for reuse", s.large_cached);
+    line(
+        w,
+        b"#   of which not yet discarded",
+        s.large_cached_resident,
     );
-    line(
-        w,
-        core::str::from_utf8(label.as_bytes()).unwrap_or(""),
-        s.arenas_current * ARENA_SIZE,
-    )?;
-    writeln!(w)?;
-    line(w, "# bytes in allocated blocks", s.allocated_bytes)?;
-    line(w, "# bytes in available blocks", s.available_bytes)?;
-    let mut label = FixedBuf::<64>::new();
-    let _ = write!(label, "{} unused pools", s.unused_pools);
-    line(
-        w,
-        core::str::from_utf8(label.as_bytes()).unwrap_or(""),
-        s.unused_pool_bytes,
-    )?;
-    line(w, "# bytes lost to pool headers", 0)?;
-    line(w, "# bytes lost to quantization", s.quantization_bytes)?;
-    line(w, "# bytes lost to arena alignment", 0)?;
-    line(w, "Total", s.total())?;
-    writeln!(
-        w,
-        "  (pool and arena headers live outside the arenas: see metadata below)"
-    )?;
-    writeln!(w)?;
-    writeln!(
-        w,
-        "Large blocks (over {POOLED_MAX} bytes, one mapping each)"
-    )?;
-    count(w, "# large blocks live", s.large_live)?;
-    line(w, "# bytes in large blocks", s.large_bytes)?;
-    line(w, "# peak bytes in large blocks", s.large_peak_bytes)?;
-    count(w, "# large blocks resized with mremap", s.large_mremaps)?;
-    line(w, "# freed large bytes cached for reuse", s.large_cached)?;
-    line(w, "#   of which not yet discarded", s.large_cached_resident)?;
-    writeln!(w)?;
-    writeln!(w, "Calls (all threads, exited ones included)")?;
-    let labels = [
-        "# malloc",
-        "# calloc",
-        "# realloc (and reallocarray)",
-        "# free (and cfree)",
-        "# aligned (posix_memalign, memalign...)",
-        "# PyObject_Malloc/Calloc/Realloc/Free",
-        "# PyMem_Malloc/Calloc/Realloc/Free",
-        "# frees from another thread",
+    w.put(b"\nCalls (all threads, exited ones included)\n");
+    let labels: [&[u8]; 8] = [
+        b"# malloc",
+        b"# calloc",
+        b"# realloc (and reallocarray)",
+        b"# free (and cfree)",
+        b"# aligned (posix_memalign, memalign...)",
+        b"# PyObject_Malloc/Calloc/Realloc/Free",
+        b"# PyMem_Malloc/Calloc/Realloc/Free",
+        b"# frees from another thread",
     ];
     for (i, l) in labels.iter().enumerate() {
-        count(w, l, s.calls.n[i] as usize)?;
+        count(w, l, s.calls.n[i] as usize);
     }
     count(
         w,
-        "# PyObject/PyMem pointers passed on",
+        b"# PyObject/PyMem pointers passed on",
         s.pyobject_forwarded,
-    )?;
-    writeln!(w)?;
-    writeln!(w, "Threads")?;
-    count(w, "# threads seen", s.threads_seen)?;
-    count(w, "# pools abandoned by exiting threads", s.pools_abandoned)?;
-    count(w, "# pools adopted by other threads", s.pools_adopted)?;
-    count(w, "# pools waiting for adoption", s.pools_waiting)?;
-    writeln!(w)?;
-    writeln!(w, "Memory")?;
-    line(w, "# peak bytes in use (pools + large)", s.peak_in_use)?;
-    line(w, "# bytes mapped now (arenas + large)", s.mapped_now)?;
-    line(w, "# peak bytes mapped", s.mapped_peak)?;
-    line(w, "# metadata mapped (headers, map, heaps)", s.meta_bytes)?;
-    line(w, "# free pool bytes not yet discarded", s.dirty_bytes)?;
-    line(w, "# emptied pool bytes kept by threads", s.kept_bytes)?;
-    line(w, "# bytes returned to the OS", s.returned_bytes)?;
-    line(w, "# resident set size now", s.rss_now)?;
-    line(w, "# peak resident set size", s.rss_peak)?;
-    Ok(())
+    );
+    w.put(b"\nThreads\n");
+    count(w, b"# threads seen", s.threads_seen);
+    count(
+        w,
+        b"# pools abandoned by exiting threads",
+        s.pools_abandoned,
+    );
+    count(w, b"# pools adopted by other threads", s.pools_adopted);
+    count(w, b"# pools waiting for adoption", s.pools_waiting);
+    w.put(b"\nMemory\n");
+    line(w, b"# peak bytes in use (pools + large)", s.peak_in_use);
+    line(w, b"# bytes mapped now (arenas + large)", s.mapped_now);
+    line(w, b"# peak bytes mapped", s.mapped_peak);
+    line(w, b"# metadata mapped (headers, map, heaps)", s.meta_bytes);
+    line(w, b"# free pool bytes not yet discarded", s.dirty_bytes);
+    line(w, b"# emptied pool bytes kept by threads", s.kept_bytes);
+    line(w, b"# bytes returned to the OS", s.returned_bytes);
+    line(w, b"# resident set size now", s.rss_now);
+    line(w, b"# peak resident set size", s.rss_peak);
 }
 
-/// Out of line and through `dyn Write`: the exit report and the C API share one copy (each
-/// copy is resident code in every process that loads the library).
+/// `"key":n` followed by `,` unless `last`: what most of the JSON report is made of.
 #[inline(never)]
-fn write_json(w: &mut dyn Write, s: &Snapshot) -> fmt::Result {
-    write!(
-        w,
-        "{{\"version\":\"{}\",\"pid\":{},",
-        env!("CARGO_PKG_VERSION"),
-        crate::os::pid()
-    )?;
-    write!(
-        w,
-        "\"small_block_threshold\":{SMALL_MAX},\"small_classes\":{NUM_SMALL},\"pooled_max\":{POOLED_MAX},"
-    )?;
-    write!(w, "\"classes\":[")?;
+fn field(w: &mut dyn Sink, key: &str, n: u64, sep: &[u8]) {
+    w.put(b"\"");
+    w.put(key.as_bytes());
+    w.put(b"\":");
+    decimal(w, n, 0);
+    w.put(sep);
+}
+
+/// Fields of one JSON object: `"name":{"k1":v1,...}` followed by `sep`.
+#[inline(never)]
+fn object(w: &mut dyn Sink, name: &str, fields: &[(&str, usize)], sep: &[u8]) {
+    w.put(b"\"");
+    w.put(name.as_bytes());
+    w.put(b"\":{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        field(
+            w,
+            k,
+            *v as u64,
+            if i + 1 < fields.len() { b"," } else { b"" },
+        );
+    }
+    w.put(b"}");
+    w.put(sep);
+}
+
+/// Out of line: the exit report and the C API share one copy (each copy is resident code in
+/// every process that loads the library).
+#[inline(never)]
+fn write_json(w: &mut dyn Sink, s: &Snapshot) {
+    w.put(concat!("{\"version\":\"", env!("CARGO_PKG_VERSION"), "\",").as_bytes());
+    field(w, "pid", crate::os::pid() as u64, b",");
+    field(w, "small_block_threshold", SMALL_MAX as u64, b",");
+    field(w, "small_classes", NUM_SMALL as u64, b",");
+    field(w, "pooled_max", POOLED_MAX as u64, b",");
+    w.put(b"\"classes\":[");
     let mut first = true;
     for (c, row) in s.classes.iter().enumerate() {
         if row.pools == 0 {
             continue;
         }
         if !first {
-            write!(w, ",")?;
+            w.put(b",");
         }
         first = false;
-        write!(
-            w,
-            "{{\"class\":{c},\"size\":{},\"pools\":{},\"blocks_in_use\":{},\"avail_blocks\":{}}}",
-            class_size(c),
-            row.pools,
-            row.blocks_in_use,
-            row.avail_blocks
-        )?;
+        w.put(b"{");
+        field(w, "class", c as u64, b",");
+        field(w, "size", class_size(c) as u64, b",");
+        field(w, "pools", row.pools as u64, b",");
+        field(w, "blocks_in_use", row.blocks_in_use as u64, b",");
+        field(w, "avail_blocks", row.avail_blocks as u64, b"}");
     }
-    write!(w, "],")?;
-    write!(
+    w.put(b"],");
+    object(
         w,
-        "\"arenas\":{{\"size\":{ARENA_SIZE},\"allocated_total\":{},\"reclaimed\":{},\"highwater\":{},\"current\":{}}},",
-        s.arenas_total, s.arenas_reclaimed, s.arenas_highwater, s.arenas_current
-    )?;
-    write!(
+        "arenas",
+        &[
+            ("size", ARENA_SIZE),
+            ("allocated_total", s.arenas_total),
+            ("reclaimed", s.arenas_reclaimed),
+            ("highwater", s.arenas_highwater),
+            ("current", s.arenas_current),
+        ],
+        b",",
+    );
+    object(
         w,
-        "\"bytes\":{{\"allocated_blocks\":{},\"available_blocks\":{},\"unused_pools\":{},\"unused_pool_count\":{},\"pool_headers\":0,\"quantization\":{},\"arena_alignment\":0,\"total\":{},\"arenas_mapped\":{}}},",
-        s.allocated_bytes,
-        s.available_bytes,
-        s.unused_pool_bytes,
-        s.unused_pools,
-        s.quantization_bytes,
-        s.total(),
-        s.arenas_current * ARENA_SIZE
-    )?;
-    write!(
+        "bytes",
+        &[
+            ("allocated_blocks", s.allocated_bytes),
+            ("available_blocks", s.available_bytes),
+            ("unused_pools", s.unused_pool_bytes),
+            ("unused_pool_count", s.unused_pools),
+            ("pool_headers", 0),
+            ("quantization", s.quantization_bytes),
+            ("arena_alignment", 0),
+            ("total", s.total()),
+            ("arenas_mapped", s.arenas_current * ARENA_SIZE),
+        ],
+        b",",
+    );
+    object(
         w,
-        "\"large\":{{\"live\":{},\"bytes\":{},\"peak_bytes\":{},\"mremaps\":{},\"cached\":{},\"cached_resident\":{}}},",
-        s.large_live,
-        s.large_bytes,
-        s.large_peak_bytes,
-        s.large_mremaps,
-        s.large_cached,
-        s.large_cached_resident
-    )?;
-    write!(w, "\"calls\":{{")?;
+        "large",
+        &[
+            ("live", s.large_live),
+            ("bytes", s.large_bytes),
+            ("peak_bytes", s.large_peak_bytes),
+            ("mremaps", s.large_mremaps),
+            ("cached", s.large_cached),
+            ("cached_resident", s.large_cached_resident),
+        ],
+        b",",
+    );
+    w.put(b"\"calls\":{");
     for i in 0..call::COUNT {
-        write!(w, "\"{}\":{},", call::NAMES[i], s.calls.n[i])?;
+        field(w, call::NAMES[i], s.calls.n[i], b",");
     }
-    write!(w, "\"pyobject_forwarded\":{}}},", s.pyobject_forwarded)?;
-    write!(
+    field(w, "pyobject_forwarded", s.pyobject_forwarded as u64, b"},");
+    object(
         w,
-        "\"threads\":{{\"seen\":{},\"pools_abandoned\":{},\"pools_adopted\":{},\"pools_waiting\":{}}},",
-        s.threads_seen, s.pools_abandoned, s.pools_adopted, s.pools_waiting
-    )?;
-    write!(
+        "threads",
+        &[
+            ("seen", s.threads_seen),
+            ("pools_abandoned", s.pools_abandoned),
+            ("pools_adopted", s.pools_adopted),
+            ("pools_waiting", s.pools_waiting),
+        ],
+        b",",
+    );
+    object(
         w,
-        "\"memory\":{{\"peak_in_use\":{},\"mapped\":{},\"peak_mapped\":{},\"metadata\":{},\"dirty\":{},\"kept\":{},\"returned\":{},\"rss\":{},\"peak_rss\":{}}}}}",
-        s.peak_in_use,
-        s.mapped_now,
-        s.mapped_peak,
-        s.meta_bytes,
-        s.dirty_bytes,
-        s.kept_bytes,
-        s.returned_bytes,
-        s.rss_now,
-        s.rss_peak
-    )?;
-    writeln!(w)
+        "memory",
+        &[
+            ("peak_in_use", s.peak_in_use),
+            ("mapped", s.mapped_now),
+            ("peak_mapped", s.mapped_peak),
+            ("metadata", s.meta_bytes),
+            ("dirty", s.dirty_bytes),
+            ("kept", s.kept_bytes),
+            ("returned", s.returned_bytes),
+            ("rss", s.rss_now),
+            ("peak_rss", s.rss_peak),
+        ],
+        b"}\n",
+    );
 }
 
 /// Streams text to a file descriptor through a stack buffer.
@@ -411,16 +433,16 @@ impl FdWriter {
     }
 }
 
-impl Write for FdWriter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        if self.buf.len() + s.len() > 4096 {
+impl Sink for FdWriter {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > 4096 {
             self.flush();
         }
-        if s.len() > 4096 {
-            os::write_all(self.fd, s.as_bytes());
-            return Ok(());
+        if bytes.len() > 4096 {
+            os::write_all(self.fd, bytes);
+            return;
         }
-        self.buf.write_str(s)
+        self.buf.put(bytes);
     }
 }
 
@@ -430,15 +452,14 @@ struct SliceWriter<'a> {
     needed: usize,
 }
 
-impl Write for SliceWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+impl Sink for SliceWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) {
         let room = self.out.len().saturating_sub(1); // keep one byte for the NUL
         if self.needed < room {
-            let take = s.len().min(room - self.needed);
-            self.out[self.needed..self.needed + take].copy_from_slice(&s.as_bytes()[..take]);
+            let take = bytes.len().min(room - self.needed);
+            self.out[self.needed..self.needed + take].copy_from_slice(&bytes[..take]);
         }
-        self.needed += s.len();
-        Ok(())
+        self.needed += bytes.len();
     }
 }
 
@@ -449,7 +470,7 @@ pub fn print_text(fd: i32) {
         fd,
         buf: FixedBuf::new(),
     };
-    let _ = write_text(&mut w, &s);
+    write_text(&mut w, &s);
     w.flush();
 }
 
@@ -460,7 +481,7 @@ pub fn print_json(fd: i32) {
         fd,
         buf: FixedBuf::new(),
     };
-    let _ = write_json(&mut w, &s);
+    write_json(&mut w, &s);
     w.flush();
 }
 
@@ -469,7 +490,7 @@ pub fn print_json(fd: i32) {
 pub fn json_into(out: &mut [u8]) -> usize {
     let s = snapshot();
     let mut w = SliceWriter { out, needed: 0 };
-    let _ = write_json(&mut w, &s);
+    write_json(&mut w, &s);
     let n = w.needed;
     if !w.out.is_empty() {
         let end = n.min(w.out.len() - 1);
@@ -519,14 +540,14 @@ fn open_destination() -> i32 {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 1 < bytes.len() && bytes[i + 1] == b'p' {
-            let _ = write!(buf, "{}", crate::os::pid());
+            decimal(&mut buf, crate::os::pid() as u64, 0);
             i += 2;
         } else {
-            let _ = buf.write_char(bytes[i] as char);
+            buf.put(&bytes[i..i + 1]);
             i += 1;
         }
     }
-    let _ = buf.write_char('\0');
+    buf.put(b"\0");
     if buf.overflowed {
         os::write_all(
             2,
@@ -557,29 +578,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_read_well() {
+    fn byte_counts_read_well() {
         let mut b = FixedBuf::<64>::new();
-        write!(
-            b,
-            "{} {} {} {}",
-            Commas(0),
-            Commas(999),
-            Commas(1000),
-            Commas(16777216)
-        )
-        .unwrap();
-        assert_eq!(b.as_bytes(), b"0 999 1,000 16,777,216");
-        let mut b = FixedBuf::<64>::new();
-        write!(
-            b,
-            "{} {} {} {}",
-            Human(512),
-            Human(1536),
-            Human(3 << 20),
-            Human(5 << 30)
-        )
-        .unwrap();
-        assert_eq!(b.as_bytes(), b"512 B 1.5 KiB 3.0 MiB 5.0 GiB");
+        for n in [512, 1536, 3 << 20, 5 << 30] {
+            human(&mut b, n);
+            b.put(b"; ");
+        }
+        assert_eq!(b.as_str(), "512 B; 1.5 KiB; 3.0 MiB; 5.0 GiB; ");
+        let mut b = FixedBuf::<256>::new();
+        line(&mut b, b"# label", 1536);
+        count(&mut b, b"# count", 1234);
+        assert_eq!(
+            b.as_str(),
+            format!(
+                "{:<40} = {:>21}  (1.5 KiB)\n{:<40} = {:>21}\n",
+                "# label", "1,536", "# count", "1,234"
+            )
+        );
     }
 
     #[test]
