@@ -57,13 +57,21 @@ impl<const N: usize> Default for FixedBuf<N> {
 
 impl<const N: usize> Sink for FixedBuf<N> {
     fn put(&mut self, bytes: &[u8]) {
-        let take = bytes.len().min(N - self.len);
-        self.bytes[self.len..self.len + take].copy_from_slice(&bytes[..take]);
-        self.len += take;
-        if take < bytes.len() {
+        if !append(&mut self.bytes, &mut self.len, bytes) {
             self.overflowed = true;
         }
     }
+}
+
+/// Appends what fits of `bytes` to `buf[..*len]`; false if some did not fit. One copy for
+/// every buffer size.
+#[inline(never)]
+fn append(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
+    let start = (*len).min(buf.len());
+    let take = bytes.len().min(buf.len() - start);
+    buf[start..start + take].copy_from_slice(&bytes[..take]);
+    *len = start + take;
+    take == bytes.len()
 }
 
 /// `s`, then spaces up to `width` bytes (`{s:<width}`).
