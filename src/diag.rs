@@ -5,9 +5,9 @@
 //!
 //! Nothing here may allocate: these run inside `free` with the heap possibly corrupted. And
 //! nothing here uses `core::fmt`: its machinery (padding, integer formatting, UTF-8 checks) was
-//! a quarter of the library's code, and all of the library's code is resident in every process
-//! that loads it (the kernel maps file pages up to 64 KiB around each fault), not only what
-//! runs. mimalloc and jemalloc have their own small formatters for the same reasons.
+//! about 7 KiB of the library's code, and all of the library's code is resident in every
+//! process that loads it (the kernel maps file pages up to 64 KiB around each fault), not only
+//! what runs. mimalloc and jemalloc have their own small formatters for the same reasons.
 
 /// Where text goes: a stack buffer, a file descriptor (through one), a caller's buffer.
 pub trait Sink {

@@ -172,6 +172,7 @@ fn count_only(w: &mut dyn Sink, label: &[u8], v: usize) {
     with_commas(w, v as u64, 21);
 }
 
+/// Out of line, like `write_json`: one copy serves every destination.
 #[inline(never)]
 fn write_text(w: &mut dyn Sink, s: &Snapshot) {
     w.put(
