@@ -149,15 +149,7 @@ pub fn hex(w: &mut dyn Sink, mut n: u64) {
 #[cold]
 #[inline(never)]
 pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
-    let mut buf = FixedBuf::<256>::new();
-    buf.put(b"poolmalloc: ");
-    buf.put(api.as_bytes());
-    buf.put(b"(): ");
-    buf.put(what.as_bytes());
-    buf.put(b" ");
-    hex(&mut buf, addr as u64);
-    buf.put(b"\n");
-    crate::os::write_all(2, buf.as_bytes());
+    say(api, b"(): ", what, addr);
     // SAFETY: abort never returns and has no preconditions.
     unsafe { libc::abort() }
 }
@@ -165,10 +157,16 @@ pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
 /// Prints `poolmalloc: <who>: <what> <value>` on stderr (a consistency check's finding).
 #[cold]
 pub fn complain(who: &str, what: &str, value: usize) {
+    say(who, b": ", what, value);
+}
+
+/// `poolmalloc: <who><sep><what> <value in hex>` on stderr, from a stack buffer.
+#[inline(never)]
+fn say(who: &str, sep: &[u8], what: &str, value: usize) {
     let mut buf = FixedBuf::<256>::new();
     buf.put(b"poolmalloc: ");
     buf.put(who.as_bytes());
-    buf.put(b": ");
+    buf.put(sep);
     buf.put(what.as_bytes());
     buf.put(b" ");
     hex(&mut buf, value as u64);
