@@ -164,14 +164,18 @@ pub fn complain(who: &str, what: &str, value: usize) {
 #[inline(never)]
 fn say(who: &str, sep: &[u8], what: &str, value: usize) {
     let mut buf = FixedBuf::<256>::new();
-    buf.put(b"poolmalloc: ");
-    buf.put(who.as_bytes());
-    buf.put(sep);
-    buf.put(what.as_bytes());
-    buf.put(b" ");
-    hex(&mut buf, value as u64);
-    buf.put(b"\n");
+    compose(&mut buf, who, sep, what, value);
     crate::os::write_all(2, buf.as_bytes());
+}
+
+fn compose(w: &mut dyn Sink, who: &str, sep: &[u8], what: &str, value: usize) {
+    w.put(b"poolmalloc: ");
+    w.put(who.as_bytes());
+    w.put(sep);
+    w.put(what.as_bytes());
+    w.put(b" ");
+    hex(w, value as u64);
+    w.put(b"\n");
 }
 
 /// Writes what is known of a panic, from a stack buffer: a panic is a bug in poolmalloc.
@@ -225,6 +229,22 @@ mod tests {
         decimal(&mut b, 567890, 0);
         assert_eq!(b.as_bytes(), b"12345678");
         assert!(b.overflowed);
+    }
+
+    #[test]
+    fn messages_read_as_glibc_words_them() {
+        let mut b = FixedBuf::<256>::new();
+        compose(&mut b, "free", b"(): ", "invalid pointer", 0x7f00_dead_beef);
+        assert_eq!(
+            b.as_str(),
+            "poolmalloc: free(): invalid pointer 0x7f00deadbeef\n"
+        );
+        let mut b = FixedBuf::<256>::new();
+        compose(&mut b, "heap check", b": ", "pool on two lists", 0);
+        assert_eq!(
+            b.as_str(),
+            "poolmalloc: heap check: pool on two lists 0x0\n"
+        );
     }
 
     #[test]
