@@ -87,6 +87,8 @@ fn main() {
     // (Debian 12; the library already needs 2.34) and a linker that knows the flag (lld 15,
     // GNU ld 2.38).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,pack-relative-relocs");
+    // Code on pages of its own (GNU ld's default on x86-64, not lld's): otherwise the first
+    // and last code pages also hold read-only data and the segments share a page each way.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-code");
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=build.rs");

@@ -283,7 +283,8 @@ const SWEEP_INTERVAL_MS: u32 = 2;
 /// Before carving a new block, a request takes a free block of a slightly larger class
 /// (`pop_multi_page`), as glibc's best fit would.
 /// `call` is a runtime argument, not a const one like the fast paths' `CALL`: one copy of
-/// this path serves every entry point (a copy per entry point cost 3 KiB of resident code).
+/// this path serves every entry point (a copy per entry point cost 3 KiB of resident code,
+/// for 7 instructions less per malloc+free of 16 KiB).
 #[inline(never)]
 pub fn alloc_multi_page(class: usize, call: usize) -> *mut u8 {
     let heap = tls::heap();
