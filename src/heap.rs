@@ -1052,14 +1052,19 @@ pub unsafe fn after_local_free(heap: *mut Heap, pool: *mut Pool) {
             avail_insert(heap, pool);
         }
         // The head carries the bias, so an empty pool here is never the head. Keep a few
-        // empty pools (their free lists are whole, so reusing them costs nothing) before
-        // giving them back: a program freeing and refilling a batch does not bounce pools
-        // through the arena lock.
+        // empty pools (their pages stay resident) before giving them back: a program freeing
+        // and refilling a batch does not bounce pools through the arena lock. A kept pool's
+        // free list is rebuilt in address order, as pymalloc starts an emptied pool afresh:
+        // the list is in the order of the frees, and reused as it is, that order compounds
+        // round after round until consecutive allocations land all over the pool (CPython's
+        // gc_collect: 5% of consecutive objects within 128 bytes of each other after 60
+        // rounds, against 46 to 68% on pymalloc).
         if (*pool).used == 0 {
             let bytes = pool_bytes(pool);
             if (*heap).kept_empty + bytes <= KEEP_EMPTY_BYTES && keep_globally(bytes) {
                 (*heap).kept_empty += bytes;
                 (*pool).freed_at_ms = crate::os::now_ms();
+                (*pool).relink_in_address_order();
             } else {
                 avail_remove(heap, pool);
                 release(pool);
@@ -1888,6 +1893,46 @@ mod tests {
                 unsafe { alloc::free(p, "free") };
             }
             assert_eq!(super::check_current_thread(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A pool emptied by frees in no particular order is kept with its free list rebuilt in
+    /// address order, so that the next allocations from it are consecutive blocks again.
+    #[test]
+    fn a_kept_empty_pool_hands_out_consecutive_blocks() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            let size = 496;
+            // Fill pool A and take a block of the head behind it.
+            let (mut blocks, a, capacity) = fill_pools(size, 1, 1);
+            let of_a: std::vec::Vec<*mut u8> = blocks.drain(..capacity).collect();
+            assert!(of_a.iter().all(|&p| pool_of_block(p) == a));
+            // Free A's blocks in a scrambled order (7 is coprime to its 66 blocks).
+            for i in (0..capacity).map(|i| i * 7 % capacity) {
+                // SAFETY: every block of A was allocated above and is freed once.
+                unsafe { alloc::free(of_a[i], "free") };
+            }
+            // SAFETY: this thread's heap and pools; we only read them.
+            unsafe {
+                assert_eq!((*a).used, 0, "A is empty and kept");
+                let mut b = (*a).free as usize;
+                for i in 0..capacity {
+                    assert_eq!(
+                        b,
+                        (*a).start as usize + i * size.next_multiple_of(16),
+                        "block {i}"
+                    );
+                    b = (*(b as *mut crate::pool::Block)).next as usize;
+                }
+                assert_eq!(b, 0);
+            }
+            assert_eq!(super::check_current_thread(), 0);
+            for p in blocks {
+                // SAFETY: the other blocks were allocated above and are freed once.
+                unsafe { alloc::free(p, "free") };
+            }
         })
         .join()
         .unwrap();

@@ -736,6 +736,42 @@ impl Pool {
         self.discarded = [0; 2];
     }
 
+    /// Rebuilds the free list of a pool with no block out in address order, over the blocks
+    /// carved so far: consecutive allocations then take consecutive blocks again, as in a
+    /// fresh pool, without carving them anew a page at a time (see `heap::after_local_free`).
+    /// Returns false, changing nothing, if some free blocks rest or lost their pages (they
+    /// are not on the free list, and writing them would fault their pages in), or if the
+    /// list starts at either end of the carved blocks: frees in the order of the allocations,
+    /// or in the reverse order, leave it in address order already (batches freed oldest or
+    /// newest first), and a list that merely starts there is not worth a pass to find out.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this, on a pool whose carved blocks are all free.
+    pub unsafe fn relink_in_address_order(&mut self) -> bool {
+        if self.has_resting_or_discarded() || self.carved == 0 {
+            return false;
+        }
+        let size = self.block_size as usize;
+        let head = self.free as usize;
+        let last = self.start as usize + (self.carved as usize - 1) * size;
+        if head == self.start as usize || head == last {
+            return false;
+        }
+        // SAFETY: blocks 0..carved lie inside the pool, are ours and are all free (the
+        // contract), so their link words may be rewritten.
+        unsafe {
+            let mut b = self.start;
+            for _ in 1..self.carved {
+                let next = b.add(size);
+                (*(b as *mut Block)).next = next as *mut Block;
+                b = next;
+            }
+            (*(b as *mut Block)).next = ptr::null_mut();
+        }
+        self.free = self.start as *mut Block;
+        true
+    }
+
     /// Does the owner's free list, resting list, thread_free list or discarded set hold `b`?
     /// (Used only to confirm a suspected double free, so a linear walk is fine.)
     ///
@@ -907,6 +943,53 @@ mod tests {
                     "busy carve of {size}-byte blocks"
                 );
             }
+        }
+    }
+
+    /// An emptied pool's free list, in the order of the frees, is rebuilt in address order,
+    /// unless the frees already left it so (oldest or newest first).
+    #[test]
+    fn an_emptied_pool_hands_out_its_blocks_in_address_order_again() {
+        let class = crate::size_class::class_of(64);
+        let mut mem = vec![0u8; 1 << crate::size_class::POOL_SHIFT[0]];
+        let mut p = test_pool(class, &mut mem);
+        let n = 200usize;
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread; every block
+        // handed out is given back once before the pool is relinked.
+        unsafe {
+            let take_all = |p: &mut Pool| -> Vec<*mut Block> {
+                let mut v = Vec::new();
+                while v.len() < n {
+                    let b = p.pop();
+                    if b.is_null() {
+                        assert!(p.carve(false));
+                        continue;
+                    }
+                    v.push(b);
+                }
+                v
+            };
+            let blocks = take_all(&mut p);
+            let carved = p.carved as usize;
+            // Free them scrambled (a stride coprime to n), and the rest of the carved ones.
+            while !p.pop().is_null() {}
+            for i in n..carved {
+                p.push_local(p.start.add(i * 64) as *mut Block);
+            }
+            for i in (0..n).map(|i| i * 7 % n) {
+                p.push_local(blocks[i]);
+            }
+            p.used = 0;
+            assert!(p.relink_in_address_order());
+            let again = take_all(&mut p);
+            for (i, b) in again.iter().enumerate() {
+                assert_eq!(*b as usize, p.start as usize + i * 64, "block {i}");
+            }
+            // Frees newest first leave the list in address order: nothing to do.
+            for b in again.iter().rev() {
+                p.push_local(*b);
+            }
+            assert!(!p.relink_in_address_order());
         }
     }
 
