@@ -35,7 +35,9 @@
 //! Free (in its arena) → Avail (in a heap's class list) ⇄ Full (in the heap's full list);
 //! Avail/Full → Abandoned when the owner exits → Avail when adopted; Avail → Free when the
 //! last block comes back, unless it is the pool being allocated from or the heap keeps it
-//! (up to 1 MiB of emptied pools, so that a freed batch refills without the arena lock).
+//! (up to 1 MiB of emptied pools, so that a freed batch refills without the arena lock; a
+//! kept pool's free list is relinked in address order, so the order of frees does not
+//! scatter the next allocations).
 //!
 //! ## Memory back to the OS (`arena`, `large`, `heap`)
 //! Idle memory (free pools whose pages are still resident, *dirty*; emptied pools heaps keep,
