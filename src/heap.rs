@@ -1636,6 +1636,15 @@ mod tests {
         (blocks, a, capacity)
     }
 
+    /// Frees `blocks` (each allocated by the test and live) and checks the heap's lists.
+    fn free_all_and_check(blocks: std::vec::Vec<*mut u8>) {
+        for p in blocks {
+            // SAFETY: per the contract, every block is live and freed once.
+            unsafe { alloc::free(p, "free") };
+        }
+        assert_eq!(super::check_current_thread(), 0);
+    }
+
     /// A free into a full pool puts it behind the head; once the head is used up, the next
     /// allocation switches to it (`switch_to_next_pool`): it gets the block just freed, the
     /// used-up head goes to the full list, and the heap's lists stay consistent.
@@ -1674,11 +1683,7 @@ mod tests {
                 0,
                 "the heap's lists check out"
             );
-            for p in blocks {
-                // SAFETY: every block was allocated above and is freed once.
-                unsafe { alloc::free(p, "free") };
-            }
-            assert_eq!(super::check_current_thread(), 0);
+            free_all_and_check(blocks);
         })
         .join()
         .unwrap();
@@ -1888,11 +1893,7 @@ mod tests {
                 assert_eq!((*a).next, b, "B waits behind it");
             }
             assert_eq!(super::check_current_thread(), 0);
-            for p in blocks {
-                // SAFETY: every block was allocated above and is freed once.
-                unsafe { alloc::free(p, "free") };
-            }
-            assert_eq!(super::check_current_thread(), 0);
+            free_all_and_check(blocks);
         })
         .join()
         .unwrap();
@@ -1929,10 +1930,7 @@ mod tests {
                 assert_eq!(b, 0);
             }
             assert_eq!(super::check_current_thread(), 0);
-            for p in blocks {
-                // SAFETY: the other blocks were allocated above and are freed once.
-                unsafe { alloc::free(p, "free") };
-            }
+            free_all_and_check(blocks);
         })
         .join()
         .unwrap();
