@@ -66,6 +66,8 @@ if [ "$SYSTEM" = 0 ]; then
         *) LINKLIB="$LIBPATH" ;;
     esac
     DIRECT_LDFLAGS="-Wl,--no-as-needed $LINKLIB -Wl,-rpath,$LIBDIR"
+    # Size of the section of rarely run code, padding included (code_residency.c).
+    RARE_BYTES=$(readelf -SW "$LIBPATH" | awk '$2 == ".text_rarely_run" { print "0x" $6 }')
     MODES="preload direct"
 else
     MODES="system"
@@ -87,6 +89,7 @@ rss_release:rss_release.c
 invalid_free:invalid_free.c
 invariants:invariants.c
 lifecycle:lifecycle.c
+code_residency:code_residency.c
 cxx:cxx.cc
 "
 
@@ -151,11 +154,12 @@ for mode in $MODES; do
             preload)
                 timeout -k 10 "$TIMEOUT" env LD_PRELOAD="$LIBPATH" POOLMALLOC_TEST_STRICT=1 \
                     POOLMALLOC_TEST_LIB="$LIBPATH" POOLMALLOC_TEST_MODE=preload \
+                    POOLMALLOC_TEST_RARE_BYTES="${RARE_BYTES:-0}" \
                     "$bin" $args >"$log" 2>&1
                 ;;
             direct)
                 env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_LIB="$LIBPATH" \
-                    POOLMALLOC_TEST_MODE=direct \
+                    POOLMALLOC_TEST_MODE=direct POOLMALLOC_TEST_RARE_BYTES="${RARE_BYTES:-0}" \
                     timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
                 ;;
         esac
@@ -178,12 +182,14 @@ for mode in $MODES; do
     done
 done
 
-# The library's own file pages: every process that loads it keeps them resident (the kernel
-# maps file pages up to 64 KiB around each fault, so all of its code counts, not just what
-# runs). build.rs packs the relative relocations (DT_RELR, two pages less of read-only data)
-# and starts the code on a page of its own; this checks that both still hold.
+# The library's own file pages: every process that loads it keeps them resident, and the kernel
+# maps file pages up to 64 KiB around each fault, so whole 64 KiB windows of code count, not
+# just the functions that run. build.rs packs the relative relocations (DT_RELR, two pages less
+# of read-only data), starts the code on a page of its own, and puts the rarely run code in
+# windows of its own (loaded 64 KiB-aligned, so that the windows are the library's own);
+# this checks that all of it still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offset
+    local relative code_offset code_align
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
@@ -192,6 +198,9 @@ layout_problem() { # lib -> prints what is wrong, if anything
         *000) ;;
         *) echo "code segment at file offset '$code_offset', not on a page of its own" ;;
     esac
+    code_align=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $9 }')
+    [ "$code_align" = 0x10000 ] || echo "code segment aligned to '$code_align', not 64 KiB"
+    readelf -SW "$1" | grep -q ' \.text_rarely_run ' || echo "no .text_rarely_run section"
 }
 if [ "$SYSTEM" = 0 ]; then
     problems=$(layout_problem "$LIBPATH")

@@ -229,6 +229,7 @@ unsafe fn free_multi_page_local(
 /// free (the program may, in theory, have stored that value itself), else free it normally.
 #[cold]
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 unsafe fn free_suspected_double(
     pool: *mut crate::pool::Pool,
     b: *mut Block,

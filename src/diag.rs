@@ -66,6 +66,7 @@ impl<const N: usize> Sink for FixedBuf<N> {
 /// Appends what fits of `bytes` to `buf[..*len]`; false if some did not fit. One copy for
 /// every buffer size.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn append(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
     let start = (*len).min(buf.len());
     let take = bytes.len().min(buf.len() - start);
@@ -75,12 +76,14 @@ fn append(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> bool {
 }
 
 /// `s`, then spaces up to `width` bytes (`{s:<width}`).
+#[link_section = ".text_rarely_run"]
 pub fn padded(w: &mut dyn Sink, s: &[u8], width: usize) {
     w.put(s);
     spaces(w, width.saturating_sub(s.len()));
 }
 
 /// `n` spaces.
+#[link_section = ".text_rarely_run"]
 pub fn spaces(w: &mut dyn Sink, mut n: usize) {
     const BLANK: [u8; 32] = [b' '; 32];
     while n > 0 {
@@ -91,17 +94,20 @@ pub fn spaces(w: &mut dyn Sink, mut n: usize) {
 }
 
 /// `n` in decimal, right-aligned in `width` bytes (`{n:>width}`; 0 for no padding).
+#[link_section = ".text_rarely_run"]
 pub fn decimal(w: &mut dyn Sink, n: u64, width: usize) {
     digits(w, n, width, false);
 }
 
 /// `n` in decimal with a comma every three digits (`16,777,216`, as CPython prints byte
 /// counts), right-aligned in `width` bytes.
+#[link_section = ".text_rarely_run"]
 pub fn with_commas(w: &mut dyn Sink, n: u64, width: usize) {
     digits(w, n, width, true);
 }
 
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn digits(w: &mut dyn Sink, mut n: u64, width: usize, commas: bool) {
     // u64::MAX has 20 digits and 6 commas.
     let mut buf = [0u8; 26];
@@ -125,6 +131,7 @@ fn digits(w: &mut dyn Sink, mut n: u64, width: usize, commas: bool) {
 }
 
 /// `n` in hexadecimal with a `0x` prefix (`{n:#x}`).
+#[link_section = ".text_rarely_run"]
 pub fn hex(w: &mut dyn Sink, mut n: u64) {
     let mut buf = [0u8; 18];
     let mut at = buf.len();
@@ -148,6 +155,7 @@ pub fn hex(w: &mut dyn Sink, mut n: u64) {
 /// and names poolmalloc so that a program mixing allocators sees at once whose check fired.
 #[cold]
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
     say(api, b"(): ", what, addr);
     // SAFETY: abort never returns and has no preconditions.
@@ -156,18 +164,21 @@ pub fn fatal(api: &str, what: &str, addr: usize) -> ! {
 
 /// Prints `poolmalloc: <who>: <what> <value>` on stderr (a consistency check's finding).
 #[cold]
+#[link_section = ".text_rarely_run"]
 pub fn complain(who: &str, what: &str, value: usize) {
     say(who, b": ", what, value);
 }
 
 /// `poolmalloc: <who><sep><what> <value in hex>` on stderr, from a stack buffer.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn say(who: &str, sep: &[u8], what: &str, value: usize) {
     let mut buf = FixedBuf::<256>::new();
     compose(&mut buf, who, sep, what, value);
     crate::os::write_all(2, buf.as_bytes());
 }
 
+#[link_section = ".text_rarely_run"]
 fn compose(w: &mut dyn Sink, who: &str, sep: &[u8], what: &str, value: usize) {
     w.put(b"poolmalloc: ");
     w.put(who.as_bytes());
@@ -181,6 +192,7 @@ fn compose(w: &mut dyn Sink, who: &str, sep: &[u8], what: &str, value: usize) {
 /// Writes what is known of a panic, from a stack buffer: a panic is a bug in poolmalloc.
 /// The message is there when it is a plain string; one with arguments would need
 /// `core::fmt`, and the place in the source says enough to find the bug.
+#[link_section = ".text_rarely_run"]
 pub fn report_panic(file: &str, line: u32, message: Option<&str>) {
     let mut buf = FixedBuf::<512>::new();
     buf.put(b"poolmalloc: internal error at ");
@@ -198,6 +210,7 @@ pub fn report_panic(file: &str, line: u32, message: Option<&str>) {
 /// Without std (see `lib`), a panic ends here: report it and abort, never unwind.
 #[cfg(all(not(test), target_arch = "x86_64"))]
 #[panic_handler]
+#[link_section = ".text_rarely_run"]
 fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
     report_panic(file, line, info.message().as_str());
@@ -208,6 +221,7 @@ fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// Aborts with a message about an internal invariant that does not hold.
 #[cold]
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 pub fn internal_error(what: &str) -> ! {
     crate::os::write_all(2, b"poolmalloc: internal error: ");
     crate::os::write_all(2, what.as_bytes());

@@ -118,6 +118,7 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 }
 
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
     alloc::trim() as c_int
 }
@@ -238,6 +239,7 @@ pub unsafe extern "C" fn PyMem_SetAllocator(
 
 /// The library version as "major.minor.patch", a static NUL-terminated string.
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub extern "C" fn poolmalloc_version() -> *const core::ffi::c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const core::ffi::c_char
 }
@@ -253,6 +255,7 @@ pub extern "C" fn poolmalloc_owns(p: *const c_void) -> c_int {
 /// counts, list states) and returns the number of inconsistencies found, printing the first
 /// ones on stderr. 0 means all is well. Meant for tests; takes the arena lock.
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub extern "C" fn poolmalloc_check() -> c_int {
     alloc::check().min(c_int::MAX as usize) as c_int
 }
@@ -260,6 +263,7 @@ pub extern "C" fn poolmalloc_check() -> c_int {
 /// Writes the text statistics report (the one `POOLMALLOC_STATS=1` prints at exit) to file
 /// descriptor `fd`. Does not allocate.
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub extern "C" fn poolmalloc_stats_print(fd: c_int) {
     crate::report::print_text(fd);
 }
@@ -271,6 +275,7 @@ pub extern "C" fn poolmalloc_stats_print(fd: c_int) {
 /// # Safety
 /// `buf` must be writable for `len` bytes (or null with `len == 0`).
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub unsafe extern "C" fn poolmalloc_stats_json(buf: *mut core::ffi::c_char, len: usize) -> usize {
     let out: &mut [u8] = if buf.is_null() || len == 0 {
         &mut []

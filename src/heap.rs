@@ -1294,6 +1294,7 @@ pub fn trim_current_thread() {
 ///
 /// # Safety
 /// Only in the child right after fork, with all allocator locks free.
+#[link_section = ".text_rarely_run"]
 pub unsafe fn after_fork_child() {
     let me = tls::heap();
     loop {
@@ -1369,6 +1370,7 @@ unsafe fn recount_after_fork(pool: *mut Pool) {
 /// Checks the calling thread's heap: list membership and states, the head bias, and for every
 /// pool that its free list holds distinct blocks of the pool and that
 /// `carved == blocks out + free-list length`. Returns the number of problems found.
+#[link_section = ".text_rarely_run"]
 pub fn check_current_thread() -> usize {
     let heap = tls::heap();
     if heap.is_null() || heap == dead() {

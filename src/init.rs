@@ -73,6 +73,7 @@ fn on_load() {
     crate::report::on_load();
 }
 
+#[link_section = ".text_rarely_run"]
 extern "C" fn before_fork() {
     // Lock order: heap registry (and orphan), abandoned list, arenas, large headers, map.
     crate::heap::lock_for_fork();
@@ -94,10 +95,12 @@ fn release_all() {
     }
 }
 
+#[link_section = ".text_rarely_run"]
 extern "C" fn after_fork_parent() {
     release_all();
 }
 
+#[link_section = ".text_rarely_run"]
 extern "C" fn after_fork_child() {
     release_all();
     // SAFETY: we are the child's only thread and every lock is free.

@@ -105,6 +105,7 @@ pub fn parse_stats_mode(v: &[u8]) -> StatsMode {
 }
 
 /// Parses "123", "64K", "8M", "1G"; None if malformed.
+#[link_section = ".text_rarely_run"]
 pub fn parse_bytes(v: &[u8]) -> Option<usize> {
     let (digits, mult) = match v.last()? {
         b'k' | b'K' => (&v[..v.len() - 1], 1usize << 10),
@@ -126,6 +127,7 @@ pub fn parse_bytes(v: &[u8]) -> Option<usize> {
 }
 
 /// Parses a plain number of milliseconds; None if malformed.
+#[link_section = ".text_rarely_run"]
 pub fn parse_ms(v: &[u8]) -> Option<usize> {
     if v.last()?.is_ascii_digit() {
         parse_bytes(v)

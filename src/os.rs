@@ -172,6 +172,7 @@ pub fn errno() -> i32 {
 }
 
 /// Writes all of `bytes` to file descriptor `fd`, retrying on short writes.
+#[link_section = ".text_rarely_run"]
 pub fn write_all(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the slice is valid for reads of its length.
@@ -187,6 +188,7 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 }
 
 /// The process's resident set size in bytes, read from `/proc/self/statm` without allocating.
+#[link_section = ".text_rarely_run"]
 pub fn current_rss() -> usize {
     let mut buf = [0u8; 128];
     // SAFETY: a NUL-terminated path literal; open/read/close do not allocate.
@@ -221,6 +223,7 @@ pub fn current_rss() -> usize {
 }
 
 /// The process's peak resident set size in bytes (`ru_maxrss`).
+#[link_section = ".text_rarely_run"]
 pub fn peak_rss() -> usize {
     // SAFETY: rusage is plain data; getrusage fills it and does not allocate.
     let mut ru: libc::rusage = unsafe { core::mem::zeroed() };

@@ -67,6 +67,7 @@ struct Snapshot {
     rss_peak: usize,
 }
 
+#[link_section = ".text_rarely_run"]
 fn snapshot() -> Snapshot {
     let mut classes = [ClassRow::default(); NUM_CLASSES];
     let mut allocated = 0usize;
@@ -131,6 +132,7 @@ impl Snapshot {
 }
 
 /// A byte count for people: `512 B`, `12.5 KiB`, `3.0 MiB`, `1.2 GiB`.
+#[link_section = ".text_rarely_run"]
 fn human(w: &mut dyn Sink, n: usize) {
     let (unit, div): (&[u8], usize) = if n >= 1 << 30 {
         (b" GiB", 1 << 30)
@@ -152,6 +154,7 @@ fn human(w: &mut dyn Sink, n: usize) {
 
 /// One row of byte figures: `label = 1,234  (1.2 KiB)`.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn line(w: &mut dyn Sink, label: &[u8], v: usize) {
     count_only(w, label, v);
     w.put(b"  (");
@@ -161,11 +164,13 @@ fn line(w: &mut dyn Sink, label: &[u8], v: usize) {
 
 /// One row of a count: `label = 1,234`.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn count(w: &mut dyn Sink, label: &[u8], v: usize) {
     count_only(w, label, v);
     w.put(b"\n");
 }
 
+#[link_section = ".text_rarely_run"]
 fn count_only(w: &mut dyn Sink, label: &[u8], v: usize) {
     padded(w, label, 40);
     w.put(b" = ");
@@ -174,6 +179,7 @@ fn count_only(w: &mut dyn Sink, label: &[u8], v: usize) {
 
 /// Out of line, like `write_json`: one copy serves every destination.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn write_text(w: &mut dyn Sink, s: &Snapshot) {
     w.put(
         concat!(
@@ -293,6 +299,7 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
 
 /// `"key":n` followed by `,` unless `last`: what most of the JSON report is made of.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn field(w: &mut dyn Sink, key: &str, n: u64, sep: &[u8]) {
     w.put(b"\"");
     w.put(key.as_bytes());
@@ -303,6 +310,7 @@ fn field(w: &mut dyn Sink, key: &str, n: u64, sep: &[u8]) {
 
 /// Fields of one JSON object: `"name":{"k1":v1,...}` followed by `sep`.
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn object(w: &mut dyn Sink, name: &str, fields: &[(&str, usize)], sep: &[u8]) {
     w.put(b"\"");
     w.put(name.as_bytes());
@@ -322,6 +330,7 @@ fn object(w: &mut dyn Sink, name: &str, fields: &[(&str, usize)], sep: &[u8]) {
 /// Out of line: the exit report and the C API share one copy (each copy is resident code in
 /// every process that loads the library).
 #[inline(never)]
+#[link_section = ".text_rarely_run"]
 fn write_json(w: &mut dyn Sink, s: &Snapshot) {
     w.put(concat!("{\"version\":\"", env!("CARGO_PKG_VERSION"), "\",").as_bytes());
     field(w, "pid", crate::os::pid() as u64, b",");
@@ -435,6 +444,7 @@ impl FdWriter {
 }
 
 impl Sink for FdWriter {
+    #[link_section = ".text_rarely_run"]
     fn put(&mut self, bytes: &[u8]) {
         if self.buf.len() + bytes.len() > 4096 {
             self.flush();
@@ -454,6 +464,7 @@ struct SliceWriter<'a> {
 }
 
 impl Sink for SliceWriter<'_> {
+    #[link_section = ".text_rarely_run"]
     fn put(&mut self, bytes: &[u8]) {
         let room = self.out.len().saturating_sub(1); // keep one byte for the NUL
         if self.needed < room {
@@ -465,6 +476,7 @@ impl Sink for SliceWriter<'_> {
 }
 
 /// Prints the text report on `fd`.
+#[link_section = ".text_rarely_run"]
 pub fn print_text(fd: i32) {
     let s = snapshot();
     let mut w = FdWriter {
@@ -476,6 +488,7 @@ pub fn print_text(fd: i32) {
 }
 
 /// Prints the JSON report on `fd`.
+#[link_section = ".text_rarely_run"]
 pub fn print_json(fd: i32) {
     let s = snapshot();
     let mut w = FdWriter {
@@ -488,6 +501,7 @@ pub fn print_json(fd: i32) {
 
 /// Writes the JSON report into `out` (NUL-terminated, truncated if short); returns the length
 /// of the whole report without the NUL.
+#[link_section = ".text_rarely_run"]
 pub fn json_into(out: &mut [u8]) -> usize {
     let s = snapshot();
     let mut w = SliceWriter { out, needed: 0 };
@@ -517,6 +531,7 @@ pub fn on_load() {
     }
 }
 
+#[link_section = ".text_rarely_run"]
 extern "C" fn report_at_exit() {
     let fd = open_destination();
     match options::stats_mode() {
@@ -532,6 +547,7 @@ extern "C" fn report_at_exit() {
 
 /// The report's file descriptor: `POOLMALLOC_STATS_FILE` with `%p` replaced by the pid, or
 /// stderr.
+#[link_section = ".text_rarely_run"]
 fn open_destination() -> i32 {
     let Some(path) = options::stats_file() else {
         return 2;
