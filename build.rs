@@ -90,18 +90,22 @@ fn main() {
     // Code on pages of its own (GNU ld's default on x86-64, not lld's): otherwise the first
     // and last code pages also hold read-only data and the segments share a page each way.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-code");
+    // The kernel maps the pages of a file mapping up to 64 KiB around each fault (fault-around),
+    // within the mapping, so a segment with one function that runs is resident nearly whole.
     // Code that a process normally never runs (the statistics report, diagnostics, fork
-    // handlers, malloc_trim; marked `#[link_section = ".text_rarely_run"]`) goes first in the
-    // code segment, padded to 64 KiB: the kernel maps the pages of a file mapping up to 64 KiB
-    // around each fault (fault-around), in windows aligned to 64 KiB in the address space.
-    // With the segments aligned to 64 KiB (ld.so honours it since glibc 2.35), the code that
-    // runs starts a window of its own, and the rarely run code's pages are never mapped:
-    // 20 KiB less resident in every process (c-tests/code_residency.c).
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,max-page-size=0x10000");
+    // handlers, malloc_trim; marked `#[link_section = ".text_rarely_run"]`) and the unwind
+    // tables (read only by unwinders) therefore go in segments of their own, before the code
+    // that runs, the unwind tables between the two code segments so that they stay apart:
+    // 28 KiB less resident in every process (c-tests/code_residency.c).
     let script = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("layout.ld");
     std::fs::write(
         &script,
-        "SECTIONS {\n  .text_rarely_run : {\n    *(.text_rarely_run)\n    . = ALIGN(0x10000);\n  }\n} INSERT BEFORE .init;\n",
+        "SECTIONS {
+  .text_rarely_run : { *(.text_rarely_run) }
+  .eh_frame_hdr : { *(.eh_frame_hdr) }
+  .eh_frame : { *(.eh_frame) }
+} INSERT BEFORE .init;
+",
     )
     .expect("OUT_DIR is writable");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());

@@ -27,6 +27,14 @@ CC="${CC:-gcc}"
 CXX="${CXX:-g++}"
 CFLAGS="-O2 -g -Wall -Wextra -Werror -pthread"
 
+section_offsets() { # lib section... -> the sections' file offsets, "0x..." each
+    local lib="$1"
+    shift
+    for sec in "$@"; do
+        readelf -SW "$lib" | sed 's/^ *\[ *[0-9]*\]//' | awk -v s="$sec" '$1 == s { print "0x" $4 }'
+    done | tr '\n' ' ' | sed 's/ $//'
+}
+
 arg="${1:-${LIB:-}}"
 case "$arg" in
     -h | --help)
@@ -66,8 +74,8 @@ if [ "$SYSTEM" = 0 ]; then
         *) LINKLIB="$LIBPATH" ;;
     esac
     DIRECT_LDFLAGS="-Wl,--no-as-needed $LINKLIB -Wl,-rpath,$LIBDIR"
-    # Size of the section of rarely run code, padding included (code_residency.c).
-    RARE_BYTES=$(readelf -SW "$LIBPATH" | awk '$2 == ".text_rarely_run" { print "0x" $6 }')
+    # File offsets of the rarely run code and of the unwind tables (code_residency.c).
+    COLD_OFFSETS=$(section_offsets "$LIBPATH" .text_rarely_run .eh_frame_hdr)
     MODES="preload direct"
 else
     MODES="system"
@@ -154,12 +162,12 @@ for mode in $MODES; do
             preload)
                 timeout -k 10 "$TIMEOUT" env LD_PRELOAD="$LIBPATH" POOLMALLOC_TEST_STRICT=1 \
                     POOLMALLOC_TEST_LIB="$LIBPATH" POOLMALLOC_TEST_MODE=preload \
-                    POOLMALLOC_TEST_RARE_BYTES="${RARE_BYTES:-0}" \
+                    POOLMALLOC_TEST_COLD_OFFSETS="${COLD_OFFSETS:-}" \
                     "$bin" $args >"$log" 2>&1
                 ;;
             direct)
                 env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_LIB="$LIBPATH" \
-                    POOLMALLOC_TEST_MODE=direct POOLMALLOC_TEST_RARE_BYTES="${RARE_BYTES:-0}" \
+                    POOLMALLOC_TEST_MODE=direct POOLMALLOC_TEST_COLD_OFFSETS="${COLD_OFFSETS:-}" \
                     timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
                 ;;
         esac
@@ -183,24 +191,34 @@ for mode in $MODES; do
 done
 
 # The library's own file pages: every process that loads it keeps them resident, and the kernel
-# maps file pages up to 64 KiB around each fault, so whole 64 KiB windows of code count, not
-# just the functions that run. build.rs packs the relative relocations (DT_RELR, two pages less
-# of read-only data), starts the code on a page of its own, and puts the rarely run code in
-# windows of its own (loaded 64 KiB-aligned, so that the windows are the library's own);
-# this checks that all of it still holds. code_residency.c checks the effect in a process.
+# maps file pages up to 64 KiB around each fault (within the mapping), so a segment with one
+# function that runs is resident nearly whole. build.rs packs the relative relocations
+# (DT_RELR, two pages less of read-only data), starts the code on a page of its own, and gives
+# the rarely run code and the unwind tables segments of their own; this checks that all of it
+# still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offset code_align
+    local relative code_offset offsets
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
     code_offset=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $2 }')
-    case "$code_offset" in
-        *000) ;;
-        *) echo "code segment at file offset '$code_offset', not on a page of its own" ;;
-    esac
-    code_align=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $9 }')
-    [ "$code_align" = 0x10000 ] || echo "code segment aligned to '$code_align', not 64 KiB"
-    readelf -SW "$1" | grep -q ' \.text_rarely_run ' || echo "no .text_rarely_run section"
+    for offset in $code_offset; do
+        case "$offset" in
+            *000) ;;
+            *) echo "code segment at file offset '$offset', not on a page of its own" ;;
+        esac
+    done
+    offsets=$(section_offsets "$1" .text_rarely_run .eh_frame_hdr)
+    [ "$(echo "$offsets" | wc -w)" = 2 ] || echo "sections .text_rarely_run and .eh_frame_hdr: '$offsets'"
+    local starts offset start found
+    starts=$(readelf -lW "$1" | awk '$1 == "LOAD" { print $2 }')
+    for offset in $offsets; do
+        found=0
+        for start in $starts; do
+            [ $((start)) = $((offset)) ] && found=1
+        done
+        [ "$found" = 1 ] || echo "no segment starts at $offset (.text_rarely_run, .eh_frame_hdr: $offsets)"
+    done
 }
 if [ "$SYSTEM" = 0 ]; then
     problems=$(layout_problem "$LIBPATH")

@@ -78,11 +78,11 @@
 //! Only `os` makes system calls (and `init`/`tls` the pthread registrations, `pyobject` its
 //! one `dlsym`).
 
-// The library's code pages are resident in every process that loads it, in 64 KiB windows
-// (the kernel's fault-around). Functions a process normally never runs (the statistics
-// report, diagnostics, fork handlers, malloc_trim) are marked
-// `#[link_section = ".text_rarely_run"]`; build.rs puts that section in windows of its own,
-// so marking a function that does run costs 64 KiB of residency (c-tests/code_residency.c).
+// The library's code pages are resident in every process that loads it, a segment at a time
+// (the kernel maps up to 64 KiB around each fault). Functions a process normally never runs
+// (the statistics report, diagnostics, fork handlers, malloc_trim) are marked
+// `#[link_section = ".text_rarely_run"]`, which build.rs puts in a segment of its own, so
+// marking a function that does run costs residency (c-tests/code_residency.c).
 //
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
 // the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise
