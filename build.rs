@@ -96,14 +96,16 @@ fn main() {
     // handlers, malloc_trim; marked `#[link_section = ".text_rarely_run"]`) and the unwind
     // tables (read only by unwinders) therefore go in segments of their own, before the code
     // that runs, the unwind tables between the two code segments so that they stay apart:
-    // 28 KiB less resident in every process (c-tests/code_residency.c).
+    // 28 KiB less resident in every process (c-tests/code_residency.c). The page alignments
+    // are what make GNU ld start new segments there too (lld does on the change of flags).
     let script = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("layout.ld");
     std::fs::write(
         &script,
         "SECTIONS {
-  .text_rarely_run : { *(.text_rarely_run) }
-  .eh_frame_hdr : { *(.eh_frame_hdr) }
+  .text_rarely_run ALIGN(CONSTANT(MAXPAGESIZE)) : { *(.text_rarely_run) }
+  .eh_frame_hdr ALIGN(CONSTANT(MAXPAGESIZE)) : { *(.eh_frame_hdr) }
   .eh_frame : { *(.eh_frame) }
+  . = ALIGN(CONSTANT(MAXPAGESIZE));
 } INSERT BEFORE .init;
 ",
     )
