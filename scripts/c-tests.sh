@@ -197,12 +197,12 @@ done
 # the rarely run code and the unwind tables segments of their own; this checks that all of it
 # still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offset offsets
+    local relative code_offsets offsets starts offset start found
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
-    code_offset=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $2 }')
-    for offset in $code_offset; do
+    code_offsets=$(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $2 }')
+    for offset in $code_offsets; do
         case "$offset" in
             *000) ;;
             *) echo "code segment at file offset '$offset', not on a page of its own" ;;
@@ -210,7 +210,6 @@ layout_problem() { # lib -> prints what is wrong, if anything
     done
     offsets=$(section_offsets "$1" .text_rarely_run .eh_frame_hdr)
     [ "$(echo "$offsets" | wc -w)" = 2 ] || echo "sections .text_rarely_run and .eh_frame_hdr: '$offsets'"
-    local starts offset start found
     starts=$(readelf -lW "$1" | awk '$1 == "LOAD" { print $2 }')
     for offset in $offsets; do
         found=0
