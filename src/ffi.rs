@@ -109,9 +109,12 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { alloc::usable_size(p as *mut u8, "malloc_usable_size") }
 }
 
+/// Gone from glibc's API since 2.26; kept for old binaries, with the rarely run code.
+///
 /// # Safety
 /// As for `free`.
 #[no_mangle]
+#[link_section = ".text_rarely_run"]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
     // SAFETY: forwarded contract.
     unsafe { alloc::free(p as *mut u8, "cfree") }
