@@ -1385,36 +1385,6 @@ pub fn check_current_thread() -> usize {
     };
     // SAFETY: this thread owns its heap and every pool on its lists.
     unsafe {
-        let check_pool = |pool: *mut Pool, report: &mut dyn FnMut(&str, *const Pool)| {
-            if (*pool).owner.load(Ordering::Relaxed) != pool_owner_word(heap, pool) {
-                report("pool on our list has another owner:", pool);
-            }
-            let mut n = 0u32;
-            let mut b = (*pool).free;
-            while !b.is_null() && n <= (*pool).capacity {
-                if (*pool).block_index(b as usize).is_none() {
-                    report("free list holds a block not of its pool; pool", pool);
-                    return;
-                }
-                n += 1;
-                b = (*b).next;
-            }
-            if n > (*pool).capacity {
-                report("free list longer than the pool (a cycle?); pool", pool);
-                return;
-            }
-            let mut used = (*pool).used;
-            if (*pool).state == PoolState::Full {
-                used += FULL_BIAS;
-            }
-            if (*pool).head {
-                used -= 1;
-            }
-            let resting = (*pool).resting_count();
-            if used < 0 || used as u32 + n + resting + (*pool).discarded_count() != (*pool).carved {
-                report("carved != blocks out + free list; pool", pool);
-            }
-        };
         for class in 0..NUM_CLASSES {
             let mut pool = (*heap).avail[class];
             let mut first = true;
@@ -1428,7 +1398,7 @@ pub fn check_current_thread() -> usize {
                         pool,
                     );
                 }
-                check_pool(pool, &mut report);
+                check_pool(heap, pool, &mut report);
                 first = false;
                 pool = (*pool).next;
             }
@@ -1438,11 +1408,50 @@ pub fn check_current_thread() -> usize {
             if (*pool).state != PoolState::Full || (*pool).head {
                 report("full list holds a pool that is not full:", pool);
             }
-            check_pool(pool, &mut report);
+            check_pool(heap, pool, &mut report);
             pool = (*pool).next;
         }
     }
     problems
+}
+
+/// `check_current_thread`'s checks of one pool of `heap`'s lists.
+///
+/// # Safety
+/// The caller owns `heap` and `pool`, a formatted pool on its lists.
+#[link_section = ".text_rarely_run"]
+unsafe fn check_pool(heap: *mut Heap, pool: *mut Pool, report: &mut dyn FnMut(&str, *const Pool)) {
+    // SAFETY: per the contract.
+    unsafe {
+        if (*pool).owner.load(Ordering::Relaxed) != pool_owner_word(heap, pool) {
+            report("pool on our list has another owner:", pool);
+        }
+        let mut n = 0u32;
+        let mut b = (*pool).free;
+        while !b.is_null() && n <= (*pool).capacity {
+            if (*pool).block_index(b as usize).is_none() {
+                report("free list holds a block not of its pool; pool", pool);
+                return;
+            }
+            n += 1;
+            b = (*b).next;
+        }
+        if n > (*pool).capacity {
+            report("free list longer than the pool (a cycle?); pool", pool);
+            return;
+        }
+        let mut used = (*pool).used;
+        if (*pool).state == PoolState::Full {
+            used += FULL_BIAS;
+        }
+        if (*pool).head {
+            used -= 1;
+        }
+        let resting = (*pool).resting_count();
+        if used < 0 || used as u32 + n + resting + (*pool).discarded_count() != (*pool).carved {
+            report("carved != blocks out + free list; pool", pool);
+        }
+    }
 }
 
 /// Sums call counts of live threads and exited ones.
