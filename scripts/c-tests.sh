@@ -27,13 +27,15 @@ CC="${CC:-gcc}"
 CXX="${CXX:-g++}"
 CFLAGS="-O2 -g -Wall -Wextra -Werror -pthread"
 
-section_offsets() { # lib section... -> the sections' file offsets, "0x..." each
-    local lib="$1"
-    shift
+section_field() { # lib column section... -> that column of readelf's section table, "0x..." each
+    local lib="$1" column="$2"
+    shift 2
     for sec in "$@"; do
-        readelf -SW "$lib" | sed 's/^ *\[ *[0-9]*\]//' | awk -v s="$sec" '$1 == s { print "0x" $4 }'
+        readelf -SW "$lib" | sed 's/^ *\[ *[0-9]*\]//' | awk -v s="$sec" -v c="$column" '$1 == s { print "0x" $c }'
     done | tr '\n' ' ' | sed 's/ $//'
 }
+section_offsets() { section_field "$1" 4 "${@:2}"; }
+section_addresses() { section_field "$1" 3 "${@:2}"; }
 
 arg="${1:-${LIB:-}}"
 case "$arg" in
@@ -197,7 +199,7 @@ done
 # the rarely run code and the unwind tables segments of their own; this checks that all of it
 # still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offsets offsets starts offset start found
+    local relative code_offsets offsets starts offset start found cold_text hot unwind
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
@@ -217,6 +219,17 @@ layout_problem() { # lib -> prints what is wrong, if anything
             [ $((start)) = $((offset)) ] && found=1
         done
         [ "$found" = 1 ] || echo "no segment starts at $offset (.text_rarely_run, .eh_frame_hdr: $offsets)"
+    done
+    # The text only the report reads lies in the unwind tables' segment, and core's panic
+    # code in the rarely run one: not in the pages every process maps.
+    cold_text=$(section_addresses "$1" .rodata_rarely_read)
+    hot=$(section_addresses "$1" .text)
+    unwind=$(section_addresses "$1" .eh_frame_hdr)
+    if [ -z "$cold_text" ] || [ $((cold_text)) -lt $((unwind)) ] || [ $((cold_text)) -gt $((hot)) ]; then
+        echo "section .rodata_rarely_read at '$cold_text', not after .eh_frame_hdr ($unwind) and before .text ($hot)"
+    fi
+    nm "$1" | awk '$3 ~ /4core9panicking/ { print $1, $3 }' | while read -r address name; do
+        [ $((0x$address)) -lt $((hot)) ] || echo "$name in .text"
     done
 }
 if [ "$SYSTEM" = 0 ]; then

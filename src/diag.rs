@@ -9,6 +9,18 @@
 //! process that loads it (the kernel maps file pages up to 64 KiB around each fault), not only
 //! what runs. mimalloc and jemalloc have their own small formatters for the same reasons.
 
+/// A byte string stored in `.rodata_rarely_read`, which build.rs keeps out of the pages
+/// every process maps, as it does the rarely run code: for text only the statistics report
+/// reads (a string literal would sit in `.rodata`, next to data that every process reads).
+macro_rules! rarely_read {
+    ($s:literal) => {{
+        #[link_section = ".rodata_rarely_read"]
+        static BYTES: [u8; $s.len()] = *$s;
+        &BYTES as &'static [u8]
+    }};
+}
+pub(crate) use rarely_read;
+
 /// Where text goes: a stack buffer, a file descriptor (through one), a caller's buffer.
 pub trait Sink {
     fn put(&mut self, bytes: &[u8]);

@@ -16,7 +16,7 @@
 //! into a stack buffer that is flushed with `write` as it fills.
 
 use crate::arena::{self, ARENA_SIZE};
-use crate::diag::{decimal, padded, with_commas, FixedBuf, Sink};
+use crate::diag::{decimal, padded, rarely_read, with_commas, FixedBuf, Sink};
 use crate::heap;
 use crate::options::{self, StatsMode};
 use crate::os;
@@ -190,20 +190,24 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
         .as_bytes(),
     );
     decimal(w, crate::os::pid() as u64, 0);
-    w.put(b")\nSmall block threshold = ");
+    w.put(rarely_read!(b")\nSmall block threshold = "));
     decimal(w, SMALL_MAX as u64, 0);
     w.put(b", in ");
     decimal(w, NUM_SMALL as u64, 0);
-    w.put(b" size classes.\n\n");
-    w.put(b"class   size   num pools   blocks in use  avail blocks\n");
-    w.put(b"-----   ----   ---------   -------------  ------------\n");
+    w.put(rarely_read!(b" size classes.\n\n"));
+    w.put(rarely_read!(
+        b"class   size   num pools   blocks in use  avail blocks\n"
+    ));
+    w.put(rarely_read!(
+        b"-----   ----   ---------   -------------  ------------\n"
+    ));
     for (c, row) in s.classes.iter().enumerate() {
         if c == NUM_SMALL {
-            w.put(b"--- classes above ");
+            w.put(rarely_read!(b"--- classes above "));
             decimal(w, SMALL_MAX as u64, 0);
-            w.put(b" bytes (up to ");
+            w.put(rarely_read!(b" bytes (up to "));
             decimal(w, POOLED_MAX as u64, 0);
-            w.put(b"), beyond CPython ---\n");
+            w.put(rarely_read!(b"), beyond CPython ---\n"));
         }
         if row.pools == 0 {
             continue;
@@ -222,87 +226,155 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
         w.put(b"\n");
     }
     w.put(b"\n");
-    count(w, b"# arenas allocated total", s.arenas_total);
-    count(w, b"# arenas reclaimed", s.arenas_reclaimed);
-    count(w, b"# arenas highwater mark", s.arenas_highwater);
-    count(w, b"# arenas allocated current", s.arenas_current);
+    count(w, rarely_read!(b"# arenas allocated total"), s.arenas_total);
+    count(w, rarely_read!(b"# arenas reclaimed"), s.arenas_reclaimed);
+    count(
+        w,
+        rarely_read!(b"# arenas highwater mark"),
+        s.arenas_highwater,
+    );
+    count(
+        w,
+        rarely_read!(b"# arenas allocated current"),
+        s.arenas_current,
+    );
     let mut label = FixedBuf::<64>::new();
     decimal(&mut label, s.arenas_current as u64, 0);
-    label.put(b" arenas * ");
+    label.put(rarely_read!(b" arenas * "));
     decimal(&mut label, ARENA_SIZE as u64, 0);
-    label.put(b" bytes/arena");
+    label.put(rarely_read!(b" bytes/arena"));
     line(w, label.as_bytes(), s.arenas_current * ARENA_SIZE);
     w.put(b"\n");
-    line(w, b"# bytes in allocated blocks", s.allocated_bytes);
-    line(w, b"# bytes in available blocks", s.available_bytes);
-    let mut label = FixedBuf::<64>::new();
-    decimal(&mut label, s.unused_pools as u64, 0);
-    label.put(b" unused pools");
-    line(w, label.as_bytes(), s.unused_pool_bytes);
-    line(w, b"# bytes lost to pool headers", 0);
-    line(w, b"# bytes lost to quantization", s.quantization_bytes);
-    line(w, b"# bytes lost to arena alignment", 0);
-    line(w, b"Total", s.total());
-    w.put(b"  (pool and arena headers live outside the arenas: see metadata below)\n\n");
-    w.put(b"Large blocks (over ");
-    decimal(w, POOLED_MAX as u64, 0);
-    w.put(b" bytes, one mapping each)\n");
-    count(w, b"# large blocks live", s.large_live);
-    line(w, b"# bytes in large blocks", s.large_bytes);
-    line(w, b"# peak bytes in large blocks", s.large_peak_bytes);
-    count(w, b"# large blocks resized with mremap", s.large_mremaps);
-    line(w, b"# freed large bytes cached for reuse", s.large_cached);
     line(
         w,
-        b"#   of which not yet discarded",
+        rarely_read!(b"# bytes in allocated blocks"),
+        s.allocated_bytes,
+    );
+    line(
+        w,
+        rarely_read!(b"# bytes in available blocks"),
+        s.available_bytes,
+    );
+    let mut label = FixedBuf::<64>::new();
+    decimal(&mut label, s.unused_pools as u64, 0);
+    label.put(rarely_read!(b" unused pools"));
+    line(w, label.as_bytes(), s.unused_pool_bytes);
+    line(w, rarely_read!(b"# bytes lost to pool headers"), 0);
+    line(
+        w,
+        rarely_read!(b"# bytes lost to quantization"),
+        s.quantization_bytes,
+    );
+    line(w, rarely_read!(b"# bytes lost to arena alignment"), 0);
+    line(w, b"Total", s.total());
+    w.put(rarely_read!(
+        b"  (pool and arena headers live outside the arenas: see metadata below)\n\n"
+    ));
+    w.put(rarely_read!(b"Large blocks (over "));
+    decimal(w, POOLED_MAX as u64, 0);
+    w.put(rarely_read!(b" bytes, one mapping each)\n"));
+    count(w, rarely_read!(b"# large blocks live"), s.large_live);
+    line(w, rarely_read!(b"# bytes in large blocks"), s.large_bytes);
+    line(
+        w,
+        rarely_read!(b"# peak bytes in large blocks"),
+        s.large_peak_bytes,
+    );
+    count(
+        w,
+        rarely_read!(b"# large blocks resized with mremap"),
+        s.large_mremaps,
+    );
+    line(
+        w,
+        rarely_read!(b"# freed large bytes cached for reuse"),
+        s.large_cached,
+    );
+    line(
+        w,
+        rarely_read!(b"#   of which not yet discarded"),
         s.large_cached_resident,
     );
-    w.put(b"\nCalls (all threads, exited ones included)\n");
+    w.put(rarely_read!(
+        b"\nCalls (all threads, exited ones included)\n"
+    ));
     let labels: [&[u8]; 8] = [
-        b"# malloc",
-        b"# calloc",
-        b"# realloc (and reallocarray)",
-        b"# free (and cfree)",
-        b"# aligned (posix_memalign, memalign...)",
-        b"# PyObject_Malloc/Calloc/Realloc/Free",
-        b"# PyMem_Malloc/Calloc/Realloc/Free",
-        b"# frees from another thread",
+        rarely_read!(b"# malloc"),
+        rarely_read!(b"# calloc"),
+        rarely_read!(b"# realloc (and reallocarray)"),
+        rarely_read!(b"# free (and cfree)"),
+        rarely_read!(b"# aligned (posix_memalign, memalign...)"),
+        rarely_read!(b"# PyObject_Malloc/Calloc/Realloc/Free"),
+        rarely_read!(b"# PyMem_Malloc/Calloc/Realloc/Free"),
+        rarely_read!(b"# frees from another thread"),
     ];
     for (i, l) in labels.iter().enumerate() {
         count(w, l, s.calls.n[i] as usize);
     }
     count(
         w,
-        b"# PyObject/PyMem pointers passed on",
+        rarely_read!(b"# PyObject/PyMem pointers passed on"),
         s.pyobject_forwarded,
     );
-    w.put(b"\nThreads\n");
-    count(w, b"# threads seen", s.threads_seen);
+    w.put(rarely_read!(b"\nThreads\n"));
+    count(w, rarely_read!(b"# threads seen"), s.threads_seen);
     count(
         w,
-        b"# pools abandoned by exiting threads",
+        rarely_read!(b"# pools abandoned by exiting threads"),
         s.pools_abandoned,
     );
-    count(w, b"# pools adopted by other threads", s.pools_adopted);
-    count(w, b"# pools waiting for adoption", s.pools_waiting);
-    w.put(b"\nMemory\n");
-    line(w, b"# peak bytes in use (pools + large)", s.peak_in_use);
-    line(w, b"# bytes mapped now (arenas + large)", s.mapped_now);
-    line(w, b"# peak bytes mapped", s.mapped_peak);
-    line(w, b"# metadata mapped (headers, map, heaps)", s.meta_bytes);
-    line(w, b"# free pool bytes not yet discarded", s.dirty_bytes);
-    line(w, b"# emptied pool bytes kept by threads", s.kept_bytes);
-    line(w, b"# bytes returned to the OS", s.returned_bytes);
-    line(w, b"# resident set size now", s.rss_now);
-    line(w, b"# peak resident set size", s.rss_peak);
+    count(
+        w,
+        rarely_read!(b"# pools adopted by other threads"),
+        s.pools_adopted,
+    );
+    count(
+        w,
+        rarely_read!(b"# pools waiting for adoption"),
+        s.pools_waiting,
+    );
+    w.put(rarely_read!(b"\nMemory\n"));
+    line(
+        w,
+        rarely_read!(b"# peak bytes in use (pools + large)"),
+        s.peak_in_use,
+    );
+    line(
+        w,
+        rarely_read!(b"# bytes mapped now (arenas + large)"),
+        s.mapped_now,
+    );
+    line(w, rarely_read!(b"# peak bytes mapped"), s.mapped_peak);
+    line(
+        w,
+        rarely_read!(b"# metadata mapped (headers, map, heaps)"),
+        s.meta_bytes,
+    );
+    line(
+        w,
+        rarely_read!(b"# free pool bytes not yet discarded"),
+        s.dirty_bytes,
+    );
+    line(
+        w,
+        rarely_read!(b"# emptied pool bytes kept by threads"),
+        s.kept_bytes,
+    );
+    line(
+        w,
+        rarely_read!(b"# bytes returned to the OS"),
+        s.returned_bytes,
+    );
+    line(w, rarely_read!(b"# resident set size now"), s.rss_now);
+    line(w, rarely_read!(b"# peak resident set size"), s.rss_peak);
 }
 
 /// `"key":n` followed by `,` unless `last`: what most of the JSON report is made of.
 #[inline(never)]
 #[link_section = ".text_rarely_run"]
-fn field(w: &mut dyn Sink, key: &str, n: u64, sep: &[u8]) {
+fn field(w: &mut dyn Sink, key: &[u8], n: u64, sep: &[u8]) {
     w.put(b"\"");
-    w.put(key.as_bytes());
+    w.put(key);
     w.put(b"\":");
     decimal(w, n, 0);
     w.put(sep);
@@ -311,9 +383,9 @@ fn field(w: &mut dyn Sink, key: &str, n: u64, sep: &[u8]) {
 /// Fields of one JSON object: `"name":{"k1":v1,...}` followed by `sep`.
 #[inline(never)]
 #[link_section = ".text_rarely_run"]
-fn object(w: &mut dyn Sink, name: &str, fields: &[(&str, usize)], sep: &[u8]) {
+fn object(w: &mut dyn Sink, name: &[u8], fields: &[(&[u8], usize)], sep: &[u8]) {
     w.put(b"\"");
-    w.put(name.as_bytes());
+    w.put(name);
     w.put(b"\":{");
     for (i, (k, v)) in fields.iter().enumerate() {
         field(
@@ -333,11 +405,16 @@ fn object(w: &mut dyn Sink, name: &str, fields: &[(&str, usize)], sep: &[u8]) {
 #[link_section = ".text_rarely_run"]
 fn write_json(w: &mut dyn Sink, s: &Snapshot) {
     w.put(concat!("{\"version\":\"", env!("CARGO_PKG_VERSION"), "\",").as_bytes());
-    field(w, "pid", crate::os::pid() as u64, b",");
-    field(w, "small_block_threshold", SMALL_MAX as u64, b",");
-    field(w, "small_classes", NUM_SMALL as u64, b",");
-    field(w, "pooled_max", POOLED_MAX as u64, b",");
-    w.put(b"\"classes\":[");
+    field(w, rarely_read!(b"pid"), crate::os::pid() as u64, b",");
+    field(
+        w,
+        rarely_read!(b"small_block_threshold"),
+        SMALL_MAX as u64,
+        b",",
+    );
+    field(w, rarely_read!(b"small_classes"), NUM_SMALL as u64, b",");
+    field(w, rarely_read!(b"pooled_max"), POOLED_MAX as u64, b",");
+    w.put(rarely_read!(b"\"classes\":["));
     let mut first = true;
     for (c, row) in s.classes.iter().enumerate() {
         if row.pools == 0 {
@@ -348,83 +425,101 @@ fn write_json(w: &mut dyn Sink, s: &Snapshot) {
         }
         first = false;
         w.put(b"{");
-        field(w, "class", c as u64, b",");
-        field(w, "size", class_size(c) as u64, b",");
-        field(w, "pools", row.pools as u64, b",");
-        field(w, "blocks_in_use", row.blocks_in_use as u64, b",");
-        field(w, "avail_blocks", row.avail_blocks as u64, b"}");
+        field(w, rarely_read!(b"class"), c as u64, b",");
+        field(w, rarely_read!(b"size"), class_size(c) as u64, b",");
+        field(w, rarely_read!(b"pools"), row.pools as u64, b",");
+        field(
+            w,
+            rarely_read!(b"blocks_in_use"),
+            row.blocks_in_use as u64,
+            b",",
+        );
+        field(
+            w,
+            rarely_read!(b"avail_blocks"),
+            row.avail_blocks as u64,
+            b"}",
+        );
     }
     w.put(b"],");
     object(
         w,
-        "arenas",
+        rarely_read!(b"arenas"),
         &[
-            ("size", ARENA_SIZE),
-            ("allocated_total", s.arenas_total),
-            ("reclaimed", s.arenas_reclaimed),
-            ("highwater", s.arenas_highwater),
-            ("current", s.arenas_current),
+            (rarely_read!(b"size"), ARENA_SIZE),
+            (rarely_read!(b"allocated_total"), s.arenas_total),
+            (rarely_read!(b"reclaimed"), s.arenas_reclaimed),
+            (rarely_read!(b"highwater"), s.arenas_highwater),
+            (rarely_read!(b"current"), s.arenas_current),
         ],
         b",",
     );
     object(
         w,
-        "bytes",
+        rarely_read!(b"bytes"),
         &[
-            ("allocated_blocks", s.allocated_bytes),
-            ("available_blocks", s.available_bytes),
-            ("unused_pools", s.unused_pool_bytes),
-            ("unused_pool_count", s.unused_pools),
-            ("pool_headers", 0),
-            ("quantization", s.quantization_bytes),
-            ("arena_alignment", 0),
-            ("total", s.total()),
-            ("arenas_mapped", s.arenas_current * ARENA_SIZE),
+            (rarely_read!(b"allocated_blocks"), s.allocated_bytes),
+            (rarely_read!(b"available_blocks"), s.available_bytes),
+            (rarely_read!(b"unused_pools"), s.unused_pool_bytes),
+            (rarely_read!(b"unused_pool_count"), s.unused_pools),
+            (rarely_read!(b"pool_headers"), 0),
+            (rarely_read!(b"quantization"), s.quantization_bytes),
+            (rarely_read!(b"arena_alignment"), 0),
+            (rarely_read!(b"total"), s.total()),
+            (
+                rarely_read!(b"arenas_mapped"),
+                s.arenas_current * ARENA_SIZE,
+            ),
         ],
         b",",
     );
     object(
         w,
-        "large",
+        rarely_read!(b"large"),
         &[
-            ("live", s.large_live),
-            ("bytes", s.large_bytes),
-            ("peak_bytes", s.large_peak_bytes),
-            ("mremaps", s.large_mremaps),
-            ("cached", s.large_cached),
-            ("cached_resident", s.large_cached_resident),
+            (rarely_read!(b"live"), s.large_live),
+            (rarely_read!(b"bytes"), s.large_bytes),
+            (rarely_read!(b"peak_bytes"), s.large_peak_bytes),
+            (rarely_read!(b"mremaps"), s.large_mremaps),
+            (rarely_read!(b"cached"), s.large_cached),
+            (rarely_read!(b"cached_resident"), s.large_cached_resident),
         ],
         b",",
     );
-    w.put(b"\"calls\":{");
+    w.put(rarely_read!(b"\"calls\":{"));
     for i in 0..call::COUNT {
         field(w, call::NAMES[i], s.calls.n[i], b",");
     }
-    field(w, "pyobject_forwarded", s.pyobject_forwarded as u64, b"},");
+    field(
+        w,
+        rarely_read!(b"pyobject_forwarded"),
+        s.pyobject_forwarded as u64,
+        b"},",
+    );
     object(
         w,
-        "threads",
+        rarely_read!(b"threads"),
         &[
-            ("seen", s.threads_seen),
-            ("pools_abandoned", s.pools_abandoned),
-            ("pools_adopted", s.pools_adopted),
-            ("pools_waiting", s.pools_waiting),
+            (rarely_read!(b"seen"), s.threads_seen),
+            (rarely_read!(b"pools_abandoned"), s.pools_abandoned),
+            (rarely_read!(b"pools_adopted"), s.pools_adopted),
+            (rarely_read!(b"pools_waiting"), s.pools_waiting),
         ],
         b",",
     );
     object(
         w,
-        "memory",
+        rarely_read!(b"memory"),
         &[
-            ("peak_in_use", s.peak_in_use),
-            ("mapped", s.mapped_now),
-            ("peak_mapped", s.mapped_peak),
-            ("metadata", s.meta_bytes),
-            ("dirty", s.dirty_bytes),
-            ("kept", s.kept_bytes),
-            ("returned", s.returned_bytes),
-            ("rss", s.rss_now),
-            ("peak_rss", s.rss_peak),
+            (rarely_read!(b"peak_in_use"), s.peak_in_use),
+            (rarely_read!(b"mapped"), s.mapped_now),
+            (rarely_read!(b"peak_mapped"), s.mapped_peak),
+            (rarely_read!(b"metadata"), s.meta_bytes),
+            (rarely_read!(b"dirty"), s.dirty_bytes),
+            (rarely_read!(b"kept"), s.kept_bytes),
+            (rarely_read!(b"returned"), s.returned_bytes),
+            (rarely_read!(b"rss"), s.rss_now),
+            (rarely_read!(b"peak_rss"), s.rss_peak),
         ],
         b"}\n",
     );

@@ -129,15 +129,16 @@ pub mod call {
     pub const REMOTE_FREE: usize = 7;
     pub const COUNT: usize = 8;
     pub const NOT_COUNTED: usize = COUNT;
-    pub const NAMES: [&str; COUNT] = [
-        "malloc",
-        "calloc",
-        "realloc",
-        "free",
-        "aligned",
-        "pyobject",
-        "pymem",
-        "remote_free",
+    /// Their names in the JSON report (only the report reads them).
+    pub static NAMES: [&[u8]; COUNT] = [
+        crate::diag::rarely_read!(b"malloc"),
+        crate::diag::rarely_read!(b"calloc"),
+        crate::diag::rarely_read!(b"realloc"),
+        crate::diag::rarely_read!(b"free"),
+        crate::diag::rarely_read!(b"aligned"),
+        crate::diag::rarely_read!(b"pyobject"),
+        crate::diag::rarely_read!(b"pymem"),
+        crate::diag::rarely_read!(b"remote_free"),
     ];
 }
 
