@@ -2,7 +2,7 @@
 //! hands pools to heaps and gives memory back to the OS.
 //!
 //! Every arena holds pools of one kind (32 KiB, 128 KiB or 1 MiB; see `size_class`). Its header
-//! lives in a separate small mapping, so the arena's memory is all pools and every pool starts
+//! lives outside it, in a header slab, so the arena's memory is all pools and every pool starts
 //! on a multiple of its own size. The address map points the arena's chunk at the header; from
 //! there `pool_of` finds a pointer's pool with a mask and a shift.
 //!
@@ -21,9 +21,12 @@
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
-//!   header that still exists.
+//!   header that still exists. A header holds descriptors for its kind's pools only (17 KiB
+//!   for 32 KiB pools, 1.6 KiB for 1 MiB ones), and headers are cut one after another from
+//!   shared slabs: a Python process has four or more arenas of 1 MiB pools, each using a
+//!   fraction of a page of header, and separate mappings gave each a page of its own.
 //! - A pool's descriptor is written when the pool is first handed out, not when the arena is
-//!   mapped: the header of a small arena is 32 KiB of descriptors, and a program that uses a
+//!   mapped: the header of a small arena is 16 KiB of descriptors, and a program that uses a
 //!   hundred pools of it should not have all of its pages resident. Pools handed back go on
 //!   the arena's free list and are preferred to fresh ones (their pages may be resident).
 
@@ -53,6 +56,9 @@ pub struct Arena {
     pub granule_pool: [*mut Pool; GRANULES],
     pub base: *mut u8,
     pub kind: u32,
+    /// The kind this header was sized for (`header_bytes`): it can hold that kind's
+    /// descriptors, or fewer.
+    header_kind: u32,
     pub pool_shift: u32,
     pub npools: u32,
     /// Pools whose descriptors have been written: `pools[..formatted]`. The others were never
@@ -67,7 +73,31 @@ pub struct Arena {
     /// Links in the kind's usable list, or in the header free list when recycled.
     pub next: *mut Arena,
     pub prev: *mut Arena,
-    pub pools: [Pool; MAX_POOLS],
+    /// Descriptors: as many as the header's kind has pools, which is all of this array only
+    /// for the smallest pools. Never take a reference to the array or to a whole `Arena`
+    /// (`pool_at` gives a descriptor's address).
+    pools: [Pool; MAX_POOLS],
+}
+
+/// Bytes of a header sized for arenas of `kind`.
+const fn header_bytes(kind: usize) -> usize {
+    core::mem::offset_of!(Arena, pools)
+        + (ARENA_SIZE >> POOL_SHIFT[kind]) * core::mem::size_of::<Pool>()
+}
+
+/// Headers are cut from mappings of this size.
+const HEADER_SLAB: usize = 64 * 1024;
+const _: () = assert!(header_bytes(0) <= HEADER_SLAB);
+
+/// The descriptor of pool `i` of `arena`.
+///
+/// # Safety
+/// `arena` is a live header and `i` is below its kind's pool count.
+#[inline(always)]
+pub unsafe fn pool_at(arena: *mut Arena, i: usize) -> *mut Pool {
+    // SAFETY: per the contract the descriptor lies inside the header's memory; no reference
+    // to the (possibly partly allocated) array is made.
+    unsafe { ptr::addr_of_mut!((*arena).pools).cast::<Pool>().add(i) }
 }
 
 struct Arenas {
@@ -75,8 +105,11 @@ struct Arenas {
     usable: [*mut Arena; NUM_POOL_KINDS],
     /// An empty arena kept to avoid unmapping and mapping again at once.
     reserve: *mut Arena,
-    /// Recycled headers.
-    spare_headers: *mut Arena,
+    /// Recycled headers, by the kind they were sized for.
+    spare_headers: [*mut Arena; NUM_POOL_KINDS],
+    /// The unused end of the last header slab.
+    header_slab: *mut u8,
+    header_slab_left: usize,
     /// When the last delayed purge looked at the pools (`os::now_ms`).
     last_purge_scan_ms: u32,
 }
@@ -84,12 +117,20 @@ struct Arenas {
 // SAFETY: the raw pointers are only used while holding the lock around `Arenas`.
 unsafe impl Send for Arenas {}
 
-static ARENAS: Lock<Arenas> = Lock::new(Arenas {
-    usable: [ptr::null_mut(); NUM_POOL_KINDS],
-    reserve: ptr::null_mut(),
-    spare_headers: ptr::null_mut(),
-    last_purge_scan_ms: 0,
-});
+static ARENAS: Lock<Arenas> = Lock::new(Arenas::new());
+
+impl Arenas {
+    const fn new() -> Arenas {
+        Arenas {
+            usable: [ptr::null_mut(); NUM_POOL_KINDS],
+            reserve: ptr::null_mut(),
+            spare_headers: [ptr::null_mut(); NUM_POOL_KINDS],
+            header_slab: ptr::null_mut(),
+            header_slab_left: 0,
+            last_purge_scan_ms: 0,
+        }
+    }
+}
 
 /// The pool holding address `p` of `arena`.
 ///
@@ -242,26 +283,35 @@ pub fn trim() -> bool {
 
 /// Maps and formats an arena of `kind` (or reformats the reserve) and puts it on the usable list.
 fn new_arena(a: &mut Arenas, kind: usize) -> *mut Arena {
-    let arena = if !a.reserve.is_null() {
-        let r = a.reserve;
+    let r = a.reserve;
+    let mut reused: *mut Arena = ptr::null_mut();
+    if !r.is_null() {
         a.reserve = ptr::null_mut();
-        // SAFETY: the reserve is a live, empty arena; we hold the lock.
+        // SAFETY: the reserve is a live, empty arena on no list; we hold the lock.
         unsafe {
             if (*r).kind as usize == kind {
                 push_front(&mut a.usable[kind], r);
                 return r;
             }
-            // Another kind: its free pools are re-cut, so forget (and drop) their pages.
-            drop_dirty(a, r);
-            os::discard((*r).base, ARENA_SIZE);
+            if header_bytes(kind) <= header_bytes((*r).header_kind as usize) {
+                // Another kind: its free pools are re-cut, so forget (and drop) their pages.
+                drop_dirty(a, r);
+                os::discard((*r).base, ARENA_SIZE);
+                reused = r;
+            } else {
+                // Its header cannot describe this kind's pools: give it back, map another.
+                unmap_arena(a, r);
+            }
         }
-        r
+    }
+    let arena = if !reused.is_null() {
+        reused
     } else {
         let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
         if base.is_null() {
             return ptr::null_mut();
         }
-        let header = take_header(a);
+        let header = take_header(a, kind);
         if header.is_null() {
             // SAFETY: base is our fresh mapping, unknown to anyone.
             unsafe { os::unmap(base, ARENA_SIZE) };
@@ -277,9 +327,9 @@ fn new_arena(a: &mut Arenas, kind: usize) -> *mut Arena {
             // SAFETY: as above.
             unsafe {
                 os::unmap(base, ARENA_SIZE);
-                (*header).next = a.spare_headers;
+                (*header).next = a.spare_headers[kind];
             }
-            a.spare_headers = header;
+            a.spare_headers[kind] = header;
             return ptr::null_mut();
         }
         let g = stats::global();
@@ -328,7 +378,7 @@ unsafe fn format_next_pool(arena: *mut Arena) -> *mut Pool {
         debug_assert!(i < (*arena).npools as usize);
         (*arena).formatted += 1;
         let shift = (*arena).pool_shift;
-        let pool = (*arena).pools.as_mut_ptr().add(i);
+        let pool = pool_at(arena, i);
         pool.write(Pool::EMPTY);
         // Never null: a thread without a heap has a null TLS heap, and must not look
         // like the owner of a free pool.
@@ -370,8 +420,9 @@ unsafe fn unmap_arena(a: &mut Arenas, arena: *mut Arena) {
         os::unmap((*arena).base, ARENA_SIZE);
         (*arena).npools = 0;
         (*arena).formatted = 0;
-        (*arena).next = a.spare_headers;
-        a.spare_headers = arena;
+        let header_kind = (*arena).header_kind as usize;
+        (*arena).next = a.spare_headers[header_kind];
+        a.spare_headers[header_kind] = arena;
     }
     let g = stats::global();
     g.arenas_reclaimed.add(1);
@@ -386,7 +437,7 @@ unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
     // SAFETY: lock held by the caller; descriptors of a live arena.
     unsafe {
         for i in 0..(*arena).formatted as usize {
-            let pool = (*arena).pools.as_mut_ptr().add(i);
+            let pool = pool_at(arena, i);
             if (*pool).dirty {
                 (*pool).dirty = false;
                 stats::global().dirty.sub(1 << (*arena).pool_shift);
@@ -432,7 +483,7 @@ unsafe fn purge_arena(arena: *mut Arena, now: Option<u32>) {
         let mut run_start: *mut u8 = ptr::null_mut();
         let mut run_len = 0usize;
         for i in 0..(*arena).formatted as usize {
-            let pool = (*arena).pools.as_mut_ptr().add(i);
+            let pool = pool_at(arena, i);
             let old_enough = match now {
                 None => true,
                 Some(t) => t.wrapping_sub((*pool).freed_at_ms) >= delay,
@@ -459,18 +510,31 @@ unsafe fn purge_arena(arena: *mut Arena, now: Option<u32>) {
     }
 }
 
-fn take_header(a: &mut Arenas) -> *mut Arena {
-    if !a.spare_headers.is_null() {
-        let h = a.spare_headers;
+/// A header for an arena of `kind`: a recycled one, or one cut from a header slab (zeroed).
+fn take_header(a: &mut Arenas, kind: usize) -> *mut Arena {
+    if !a.spare_headers[kind].is_null() {
+        let h = a.spare_headers[kind];
         // SAFETY: spare headers are ours under the lock.
-        a.spare_headers = unsafe { (*h).next };
+        a.spare_headers[kind] = unsafe { (*h).next };
         return h;
     }
-    let size = (core::mem::size_of::<Arena>() + os::PAGE_SIZE - 1) & !(os::PAGE_SIZE - 1);
-    let h = os::map(size, 0) as *mut Arena;
-    if !h.is_null() {
-        stats::global().meta_mapped.add(size);
+    let size = header_bytes(kind).next_multiple_of(core::mem::align_of::<Arena>());
+    if a.header_slab_left < size {
+        // The rest of the old slab stays unused: at most a small header's worth, untouched.
+        let slab = os::map(HEADER_SLAB, 0);
+        if slab.is_null() {
+            return ptr::null_mut();
+        }
+        stats::global().meta_mapped.add(HEADER_SLAB);
+        a.header_slab = slab;
+        a.header_slab_left = HEADER_SLAB;
     }
+    let h = a.header_slab as *mut Arena;
+    // SAFETY: `size` bytes are left in the slab, so the new end is inside it or at its end.
+    a.header_slab = unsafe { a.header_slab.add(size) };
+    a.header_slab_left -= size;
+    // SAFETY: the header's memory is ours under the lock; `header_kind` lies inside it.
+    unsafe { (*h).header_kind = kind as u32 };
     h
 }
 
@@ -532,7 +596,7 @@ pub fn for_each_pool(mut f: impl FnMut(&Pool, usize)) -> ArenaCensus {
             census.free_pools += (*arena).nfree as usize;
             census.free_pool_bytes += (*arena).nfree as usize * size;
             for i in 0..(*arena).formatted as usize {
-                let pool = &(*arena).pools[i];
+                let pool = &*pool_at(arena as *mut Arena, i);
                 if pool.state != PoolState::Free {
                     f(pool, size);
                 }
@@ -570,7 +634,7 @@ pub fn check() -> usize {
                 report("more pools formatted than the arena holds", arena);
             }
             for i in 0..formatted.min(npools) {
-                let pool = &(*arena).pools[i];
+                let pool = &*pool_at(arena as *mut Arena, i);
                 if pool.state == PoolState::Free {
                     free += 1;
                     if pool.dirty {
@@ -666,6 +730,60 @@ mod tests {
                 "{resident} pages"
             );
             os::unmap(header as *mut u8, size);
+        }
+    }
+
+    #[test]
+    fn headers_of_arenas_with_few_pools_share_pages() {
+        const N: usize = 4;
+        let mut a = Arenas::new();
+        let headers: [*mut Arena; N] = core::array::from_fn(|_| take_header(&mut a, 2));
+        let slab = headers[0] as *mut u8;
+        // SAFETY: the headers are ours, reachable from no map; formatting writes only them.
+        unsafe {
+            for (n, &h) in headers.iter().enumerate() {
+                assert!(!h.is_null());
+                assert_eq!(
+                    h as usize,
+                    slab as usize + n * header_bytes(2),
+                    "cut in turn"
+                );
+                (*h).base = ((n + 64) << 30) as *mut u8;
+                format_arena(h, 2);
+                for _ in 0..(*h).npools {
+                    format_next_pool(h);
+                }
+                assert_eq!((*h).formatted, (*h).npools);
+            }
+            // One mapping each would have made N pages resident.
+            let resident = os::resident_pages(slab, HEADER_SLAB);
+            assert!(resident <= (N * header_bytes(2)).div_ceil(os::PAGE_SIZE));
+            assert!(resident < N, "{resident} pages for {N} headers");
+            os::unmap(slab, HEADER_SLAB);
+        }
+    }
+
+    #[test]
+    fn a_reserve_is_reused_only_if_its_header_fits() {
+        let mut a = Arenas::new();
+        for (reserve_kind, kind, fits) in [(2, 0, false), (0, 2, true)] {
+            let r = new_arena(&mut a, reserve_kind);
+            assert!(!r.is_null());
+            unlink(&mut a.usable[reserve_kind], r);
+            a.reserve = r;
+            let arena = new_arena(&mut a, kind);
+            assert!(a.reserve.is_null());
+            // SAFETY: both are headers of this test's arenas, under its own `Arenas`.
+            unsafe {
+                assert_eq!(arena == r, fits);
+                assert_eq!((*arena).kind as usize, kind);
+                assert!(header_bytes(kind) <= header_bytes((*arena).header_kind as usize));
+                if !fits {
+                    assert_eq!(a.spare_headers[reserve_kind], r, "its header is kept");
+                }
+                unlink(&mut a.usable[kind], arena);
+                unmap_arena(&mut a, arena);
+            }
         }
     }
 }
