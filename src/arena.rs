@@ -85,9 +85,8 @@ const fn header_bytes(kind: usize) -> usize {
         + (ARENA_SIZE >> POOL_SHIFT[kind]) * core::mem::size_of::<Pool>()
 }
 
-/// Headers are cut from mappings of this size.
-const HEADER_SLAB: usize = 64 * 1024;
-const _: () = assert!(header_bytes(0) <= HEADER_SLAB);
+const _: () = assert!(header_bytes(0) <= crate::meta::REGION_BYTES);
+const _: () = assert!(core::mem::align_of::<Arena>() <= crate::meta::RECORD_ALIGN);
 
 /// The descriptor of pool `i` of `arena`.
 ///
@@ -107,9 +106,6 @@ struct Arenas {
     reserve: *mut Arena,
     /// Recycled headers, by the kind they were sized for.
     spare_headers: [*mut Arena; NUM_POOL_KINDS],
-    /// The unused end of the last header slab.
-    header_slab: *mut u8,
-    header_slab_left: usize,
     /// When the last delayed purge looked at the pools (`os::now_ms`).
     last_purge_scan_ms: u32,
 }
@@ -125,8 +121,6 @@ impl Arenas {
             usable: [ptr::null_mut(); NUM_POOL_KINDS],
             reserve: ptr::null_mut(),
             spare_headers: [ptr::null_mut(); NUM_POOL_KINDS],
-            header_slab: ptr::null_mut(),
-            header_slab_left: 0,
             last_purge_scan_ms: 0,
         }
     }
@@ -510,7 +504,7 @@ unsafe fn purge_arena(arena: *mut Arena, now: Option<u32>) {
     }
 }
 
-/// A header for an arena of `kind`: a recycled one, or one cut from a header slab (zeroed).
+/// A header for an arena of `kind`: a recycled one, or a never used one (`meta`, zeroed).
 fn take_header(a: &mut Arenas, kind: usize) -> *mut Arena {
     if !a.spare_headers[kind].is_null() {
         let h = a.spare_headers[kind];
@@ -518,23 +512,11 @@ fn take_header(a: &mut Arenas, kind: usize) -> *mut Arena {
         a.spare_headers[kind] = unsafe { (*h).next };
         return h;
     }
-    let size = header_bytes(kind).next_multiple_of(core::mem::align_of::<Arena>());
-    if a.header_slab_left < size {
-        // The rest of the old slab stays unused: at most a small header's worth, untouched.
-        let slab = os::map(HEADER_SLAB, 0);
-        if slab.is_null() {
-            return ptr::null_mut();
-        }
-        stats::global().meta_mapped.add(HEADER_SLAB);
-        a.header_slab = slab;
-        a.header_slab_left = HEADER_SLAB;
+    let h = crate::meta::take(header_bytes(kind)) as *mut Arena;
+    if !h.is_null() {
+        // SAFETY: the record is ours, `header_bytes(kind)` long; `header_kind` lies inside it.
+        unsafe { (*h).header_kind = kind as u32 };
     }
-    let h = a.header_slab as *mut Arena;
-    // SAFETY: `size` bytes are left in the slab, so the new end is inside it or at its end.
-    a.header_slab = unsafe { a.header_slab.add(size) };
-    a.header_slab_left -= size;
-    // SAFETY: the header's memory is ours under the lock; `header_kind` lies inside it.
-    unsafe { (*h).header_kind = kind as u32 };
     h
 }
 
@@ -733,33 +715,25 @@ mod tests {
         }
     }
 
+    /// A header holds its kind's descriptors and no more: those of an arena of 1 MiB pools
+    /// fit in a fraction of a page, and the next header starts after them.
     #[test]
-    fn headers_of_arenas_with_few_pools_share_pages() {
-        const N: usize = 4;
+    fn a_header_is_sized_for_its_kind() {
         let mut a = Arenas::new();
-        let headers: [*mut Arena; N] = core::array::from_fn(|_| take_header(&mut a, 2));
-        let slab = headers[0] as *mut u8;
-        // SAFETY: the headers are ours, reachable from no map; formatting writes only them.
+        let header = take_header(&mut a, 2);
+        assert!(!header.is_null());
+        // SAFETY: the header is ours, reachable from no map; formatting writes only it.
         unsafe {
-            for (n, &h) in headers.iter().enumerate() {
-                assert!(!h.is_null());
-                assert_eq!(
-                    h as usize,
-                    slab as usize + n * header_bytes(2),
-                    "cut in turn"
-                );
-                (*h).base = ((n + 64) << 30) as *mut u8;
-                format_arena(h, 2);
-                for _ in 0..(*h).npools {
-                    format_next_pool(h);
-                }
-                assert_eq!((*h).formatted, (*h).npools);
+            (*header).base = (64usize << 30) as *mut u8;
+            format_arena(header, 2);
+            for _ in 0..(*header).npools {
+                format_next_pool(header);
             }
-            // One mapping each would have made N pages resident.
-            let resident = os::resident_pages(slab, HEADER_SLAB);
-            assert!(resident <= (N * header_bytes(2)).div_ceil(os::PAGE_SIZE));
-            assert!(resident < N, "{resident} pages for {N} headers");
-            os::unmap(slab, HEADER_SLAB);
+            let end = pool_at(header, (*header).npools as usize).cast::<u8>();
+            assert_eq!(end as usize - header as usize, header_bytes(2));
+            assert!(header_bytes(2) < os::PAGE_SIZE / 2);
+            let next = take_header(&mut a, 2);
+            assert!(next as usize >= end as usize || (next as usize) < header as usize);
         }
     }
 

@@ -180,9 +180,6 @@ struct Registry {
     live: *mut Heap,
     /// Heaps of exited threads, for reuse.
     spare: *mut Heap,
-    /// Never used heaps, handed out one at a time so that a process with one thread touches
-    /// one heap's pages of the slab.
-    fresh: crate::meta::Slab<Heap, HEAP_SLAB>,
     /// Counts of exited threads.
     dead_counts: CallTotals,
 }
@@ -192,7 +189,6 @@ unsafe impl Send for Registry {}
 static REGISTRY: Lock<Registry> = Lock::new(Registry {
     live: ptr::null_mut(),
     spare: ptr::null_mut(),
-    fresh: crate::meta::Slab::new(),
     dead_counts: CallTotals::ZERO,
 });
 
@@ -232,9 +228,6 @@ fn pool_bytes(pool: *mut Pool) -> usize {
     // SAFETY: a pool in use belongs to a live arena.
     unsafe { 1usize << (*(*pool).arena).pool_shift }
 }
-
-/// Heaps are mapped this many bytes at a time.
-const HEAP_SLAB: usize = 64 * 1024;
 
 /// The fast path: a block of `class` from the calling thread's heap, counted as a call of
 /// entry point `CALL` (see `call`).
@@ -1196,8 +1189,8 @@ fn attach_thread() -> *mut Heap {
     heap
 }
 
-/// Memory for a heap: an exited thread's, else the next never used one of the current slab
-/// (mapping a new slab when it is used up). Null when the OS refuses a slab.
+/// Memory for a heap: an exited thread's, else a never used one (`meta`). Null when the OS
+/// refuses memory.
 fn take_heap_slot(reg: &mut Registry) -> *mut Heap {
     let h = reg.spare;
     if !h.is_null() {
@@ -1205,7 +1198,7 @@ fn take_heap_slot(reg: &mut Registry) -> *mut Heap {
         reg.spare = unsafe { (*h).next };
         return h;
     }
-    reg.fresh.take()
+    crate::meta::take_record()
 }
 
 /// Thread exit: hands the heap's pools over and recycles the heap.
@@ -1550,40 +1543,24 @@ mod tests {
         pools
     }
 
-    /// A heap slab is handed out a heap at a time: one thread's heap leaves the rest of the
-    /// slab untouched (threading a free list through the whole slab made all 64 KiB resident).
+    /// A heap given back (by an exited thread) is reused before a never used one.
     #[test]
-    fn a_heap_slot_touches_only_its_own_pages() {
+    fn a_spare_heap_is_reused_first() {
         let mut reg = super::Registry {
             live: core::ptr::null_mut(),
             spare: core::ptr::null_mut(),
-            fresh: crate::meta::Slab::new(),
             dead_counts: stats::CallTotals::ZERO,
         };
         let first = super::take_heap_slot(&mut reg);
         assert!(!first.is_null());
-        let pages_of_one_heap = core::mem::size_of::<super::Heap>().div_ceil(crate::os::PAGE_SIZE);
-        // SAFETY: the slot is ours and as large as a heap.
-        unsafe { first.write(super::Heap::new()) };
-        let resident = crate::os::resident_pages(first as *mut u8, super::HEAP_SLAB);
-        assert!(
-            resident <= pages_of_one_heap,
-            "{resident} pages of the slab resident for one heap of {} bytes",
-            core::mem::size_of::<super::Heap>()
-        );
-        let second = super::take_heap_slot(&mut reg);
-        assert_eq!(
-            second,
-            first.wrapping_add(1),
-            "slots are handed out in address order"
-        );
-        // A heap given back is reused before a fresh slot.
+        // SAFETY: the slot is ours and as large as a heap; next links spares.
+        unsafe {
+            first.write(super::Heap::new());
+            (*first).next = core::ptr::null_mut();
+        }
         reg.spare = first;
-        // SAFETY: first is a heap we own; next links spares.
-        unsafe { (*first).next = core::ptr::null_mut() };
         assert_eq!(super::take_heap_slot(&mut reg), first);
-        // SAFETY: the slab is our own mapping, used by nothing else.
-        unsafe { crate::os::unmap(first as *mut u8, super::HEAP_SLAB) };
+        assert_ne!(super::take_heap_slot(&mut reg), first);
     }
 
     /// A loop of multi-page blocks reads the clock once per `SWEEP_AFTER_BYTES` of them: the

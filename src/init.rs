@@ -75,18 +75,21 @@ fn on_load() {
 
 #[link_section = ".text_rarely_run"]
 extern "C" fn before_fork() {
-    // Lock order: heap registry (and orphan), abandoned list, arenas, large headers, map.
+    // Lock order: heap registry (and orphan), abandoned list, arenas, large headers, map,
+    // metadata region.
     crate::heap::lock_for_fork();
     crate::remote::lock_for_fork();
     crate::arena::lock_for_fork();
     crate::large::lock_for_fork();
     crate::addr_map::lock_for_fork();
+    crate::meta::lock_for_fork();
 }
 
 fn release_all() {
     // SAFETY: before_fork took every one of these locks in this thread (or, in the child, in
     // the thread that became the child's only thread).
     unsafe {
+        crate::meta::unlock_after_fork();
         crate::addr_map::unlock_after_fork();
         crate::large::unlock_after_fork();
         crate::arena::unlock_after_fork();

@@ -135,17 +135,13 @@ fn take_cached(len: usize) -> *mut Large {
 struct Headers {
     /// Headers given back, for reuse first.
     spare: *mut Large,
-    /// Never used headers: a process with a few large blocks touches one page of the slab.
-    fresh: crate::meta::Slab<Large, HEADER_SLAB>,
 }
 // SAFETY: headers are only handed out and taken back under the lock.
 unsafe impl Send for Headers {}
 
 static HEADERS: Lock<Headers> = Lock::new(Headers {
     spare: ptr::null_mut(),
-    fresh: crate::meta::Slab::new(),
 });
-const HEADER_SLAB: usize = 64 * 1024;
 
 fn new_header() -> *mut Large {
     let mut h = HEADERS.lock();
@@ -155,7 +151,7 @@ fn new_header() -> *mut Large {
         h.spare = unsafe { (*l).next_spare };
         return l;
     }
-    h.fresh.take()
+    crate::meta::take_record()
 }
 
 fn drop_header(l: *mut Large) {

@@ -74,7 +74,8 @@
 //! → `size_class`. `heap` and `remote` are one layer: a heap hands its pools to `remote` when
 //! its thread exits, and `remote` asks `heap` to release pools and to hint their owners.
 //! `report` and `init` (start-up, fork) read from every layer; `stats`, `options`, `tls`,
-//! `sync`, `diag`, `meta` (slabs for heaps and large headers) and `os` serve all of them.
+//! `sync`, `diag`, `meta` (the region heaps, large and arena headers are cut from) and `os`
+//! serve all of them.
 //! Only `os` makes system calls (and `init`/`tls` the pthread registrations, `pyobject` its
 //! one `dlsym`).
 
