@@ -152,29 +152,54 @@ fn human(w: &mut dyn Sink, n: usize) {
     w.put(unit);
 }
 
-/// One row of byte figures: `label = 1,234  (1.2 KiB)`.
-#[inline(never)]
-#[link_section = ".text_rarely_run"]
-fn line(w: &mut dyn Sink, label: &[u8], v: usize) {
-    count_only(w, label, v);
-    w.put(b"  (");
-    human(w, v);
-    w.put(b")\n");
+/// How a row of the text report shows its figure.
+#[derive(Clone, Copy)]
+enum Figure {
+    /// `label = 1,234`
+    Count,
+    /// `label = 1,234  (1.2 KiB)`
+    Bytes,
+    /// The label alone, as it is (headings).
+    Text,
+}
+use Figure::{Bytes, Count, Text};
+
+/// Rows for `rows` whose label only the report reads.
+macro_rules! count_row {
+    ($label:literal, $v:expr) => {
+        (rarely_read!($label), $v, Count)
+    };
+}
+macro_rules! bytes_row {
+    ($label:literal, $v:expr) => {
+        (rarely_read!($label), $v, Bytes)
+    };
+}
+macro_rules! text_row {
+    ($text:literal) => {
+        (rarely_read!($text), 0, Text)
+    };
 }
 
-/// One row of a count: `label = 1,234`.
+/// Rows of the text report, one per `(label, value, figure)`.
 #[inline(never)]
 #[link_section = ".text_rarely_run"]
-fn count(w: &mut dyn Sink, label: &[u8], v: usize) {
-    count_only(w, label, v);
-    w.put(b"\n");
-}
-
-#[link_section = ".text_rarely_run"]
-fn count_only(w: &mut dyn Sink, label: &[u8], v: usize) {
-    padded(w, label, 40);
-    w.put(b" = ");
-    with_commas(w, v as u64, 21);
+fn rows(w: &mut dyn Sink, rows: &[(&[u8], usize, Figure)]) {
+    for &(label, v, figure) in rows {
+        if let Text = figure {
+            w.put(label);
+            continue;
+        }
+        padded(w, label, 40);
+        w.put(b" = ");
+        with_commas(w, v as u64, 21);
+        if let Bytes = figure {
+            w.put(b"  (");
+            human(w, v);
+            w.put(b")");
+        }
+        w.put(b"\n");
+    }
 }
 
 /// Out of line, like `write_json`: one copy serves every destination.
@@ -226,147 +251,76 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
         w.put(b"\n");
     }
     w.put(b"\n");
-    count(w, rarely_read!(b"# arenas allocated total"), s.arenas_total);
-    count(w, rarely_read!(b"# arenas reclaimed"), s.arenas_reclaimed);
-    count(
+    let mut arenas = FixedBuf::<64>::new();
+    decimal(&mut arenas, s.arenas_current as u64, 0);
+    arenas.put(rarely_read!(b" arenas * "));
+    decimal(&mut arenas, ARENA_SIZE as u64, 0);
+    arenas.put(rarely_read!(b" bytes/arena"));
+    let mut unused = FixedBuf::<64>::new();
+    decimal(&mut unused, s.unused_pools as u64, 0);
+    unused.put(rarely_read!(b" unused pools"));
+    let mut large = FixedBuf::<64>::new();
+    large.put(rarely_read!(b"\nLarge blocks (over "));
+    decimal(&mut large, POOLED_MAX as u64, 0);
+    large.put(rarely_read!(b" bytes, one mapping each)\n"));
+    let calls = |i: usize| s.calls.n[i] as usize;
+    rows(
         w,
-        rarely_read!(b"# arenas highwater mark"),
-        s.arenas_highwater,
+        &[
+            count_row!(b"# arenas allocated total", s.arenas_total),
+            count_row!(b"# arenas reclaimed", s.arenas_reclaimed),
+            count_row!(b"# arenas highwater mark", s.arenas_highwater),
+            count_row!(b"# arenas allocated current", s.arenas_current),
+            (arenas.as_bytes(), s.arenas_current * ARENA_SIZE, Bytes),
+            (b"\n", 0, Text),
+            bytes_row!(b"# bytes in allocated blocks", s.allocated_bytes),
+            bytes_row!(b"# bytes in available blocks", s.available_bytes),
+            (unused.as_bytes(), s.unused_pool_bytes, Bytes),
+            bytes_row!(b"# bytes lost to pool headers", 0),
+            bytes_row!(b"# bytes lost to quantization", s.quantization_bytes),
+            bytes_row!(b"# bytes lost to arena alignment", 0),
+            (b"Total", s.total(), Bytes),
+            text_row!(b"  (pool and arena headers live outside the arenas: see metadata below)\n"),
+            (large.as_bytes(), 0, Text),
+            count_row!(b"# large blocks live", s.large_live),
+            bytes_row!(b"# bytes in large blocks", s.large_bytes),
+            bytes_row!(b"# peak bytes in large blocks", s.large_peak_bytes),
+            count_row!(b"# large blocks resized with mremap", s.large_mremaps),
+            bytes_row!(b"# freed large bytes cached for reuse", s.large_cached),
+            bytes_row!(b"#   of which not yet discarded", s.large_cached_resident),
+            text_row!(b"\nCalls (all threads, exited ones included)\n"),
+            count_row!(b"# malloc", calls(call::MALLOC)),
+            count_row!(b"# calloc", calls(call::CALLOC)),
+            count_row!(b"# realloc (and reallocarray)", calls(call::REALLOC)),
+            count_row!(b"# free (and cfree)", calls(call::FREE)),
+            count_row!(
+                b"# aligned (posix_memalign, memalign...)",
+                calls(call::ALIGNED)
+            ),
+            count_row!(
+                b"# PyObject_Malloc/Calloc/Realloc/Free",
+                calls(call::PYOBJECT)
+            ),
+            count_row!(b"# PyMem_Malloc/Calloc/Realloc/Free", calls(call::PYMEM)),
+            count_row!(b"# frees from another thread", calls(call::REMOTE_FREE)),
+            count_row!(b"# PyObject/PyMem pointers passed on", s.pyobject_forwarded),
+            text_row!(b"\nThreads\n"),
+            count_row!(b"# threads seen", s.threads_seen),
+            count_row!(b"# pools abandoned by exiting threads", s.pools_abandoned),
+            count_row!(b"# pools adopted by other threads", s.pools_adopted),
+            count_row!(b"# pools waiting for adoption", s.pools_waiting),
+            text_row!(b"\nMemory\n"),
+            bytes_row!(b"# peak bytes in use (pools + large)", s.peak_in_use),
+            bytes_row!(b"# bytes mapped now (arenas + large)", s.mapped_now),
+            bytes_row!(b"# peak bytes mapped", s.mapped_peak),
+            bytes_row!(b"# metadata mapped (headers, map, heaps)", s.meta_bytes),
+            bytes_row!(b"# free pool bytes not yet discarded", s.dirty_bytes),
+            bytes_row!(b"# emptied pool bytes kept by threads", s.kept_bytes),
+            bytes_row!(b"# bytes returned to the OS", s.returned_bytes),
+            bytes_row!(b"# resident set size now", s.rss_now),
+            bytes_row!(b"# peak resident set size", s.rss_peak),
+        ],
     );
-    count(
-        w,
-        rarely_read!(b"# arenas allocated current"),
-        s.arenas_current,
-    );
-    let mut label = FixedBuf::<64>::new();
-    decimal(&mut label, s.arenas_current as u64, 0);
-    label.put(rarely_read!(b" arenas * "));
-    decimal(&mut label, ARENA_SIZE as u64, 0);
-    label.put(rarely_read!(b" bytes/arena"));
-    line(w, label.as_bytes(), s.arenas_current * ARENA_SIZE);
-    w.put(b"\n");
-    line(
-        w,
-        rarely_read!(b"# bytes in allocated blocks"),
-        s.allocated_bytes,
-    );
-    line(
-        w,
-        rarely_read!(b"# bytes in available blocks"),
-        s.available_bytes,
-    );
-    let mut label = FixedBuf::<64>::new();
-    decimal(&mut label, s.unused_pools as u64, 0);
-    label.put(rarely_read!(b" unused pools"));
-    line(w, label.as_bytes(), s.unused_pool_bytes);
-    line(w, rarely_read!(b"# bytes lost to pool headers"), 0);
-    line(
-        w,
-        rarely_read!(b"# bytes lost to quantization"),
-        s.quantization_bytes,
-    );
-    line(w, rarely_read!(b"# bytes lost to arena alignment"), 0);
-    line(w, b"Total", s.total());
-    w.put(rarely_read!(
-        b"  (pool and arena headers live outside the arenas: see metadata below)\n\n"
-    ));
-    w.put(rarely_read!(b"Large blocks (over "));
-    decimal(w, POOLED_MAX as u64, 0);
-    w.put(rarely_read!(b" bytes, one mapping each)\n"));
-    count(w, rarely_read!(b"# large blocks live"), s.large_live);
-    line(w, rarely_read!(b"# bytes in large blocks"), s.large_bytes);
-    line(
-        w,
-        rarely_read!(b"# peak bytes in large blocks"),
-        s.large_peak_bytes,
-    );
-    count(
-        w,
-        rarely_read!(b"# large blocks resized with mremap"),
-        s.large_mremaps,
-    );
-    line(
-        w,
-        rarely_read!(b"# freed large bytes cached for reuse"),
-        s.large_cached,
-    );
-    line(
-        w,
-        rarely_read!(b"#   of which not yet discarded"),
-        s.large_cached_resident,
-    );
-    w.put(rarely_read!(
-        b"\nCalls (all threads, exited ones included)\n"
-    ));
-    let labels: [&[u8]; 8] = [
-        rarely_read!(b"# malloc"),
-        rarely_read!(b"# calloc"),
-        rarely_read!(b"# realloc (and reallocarray)"),
-        rarely_read!(b"# free (and cfree)"),
-        rarely_read!(b"# aligned (posix_memalign, memalign...)"),
-        rarely_read!(b"# PyObject_Malloc/Calloc/Realloc/Free"),
-        rarely_read!(b"# PyMem_Malloc/Calloc/Realloc/Free"),
-        rarely_read!(b"# frees from another thread"),
-    ];
-    for (i, l) in labels.iter().enumerate() {
-        count(w, l, s.calls.n[i] as usize);
-    }
-    count(
-        w,
-        rarely_read!(b"# PyObject/PyMem pointers passed on"),
-        s.pyobject_forwarded,
-    );
-    w.put(rarely_read!(b"\nThreads\n"));
-    count(w, rarely_read!(b"# threads seen"), s.threads_seen);
-    count(
-        w,
-        rarely_read!(b"# pools abandoned by exiting threads"),
-        s.pools_abandoned,
-    );
-    count(
-        w,
-        rarely_read!(b"# pools adopted by other threads"),
-        s.pools_adopted,
-    );
-    count(
-        w,
-        rarely_read!(b"# pools waiting for adoption"),
-        s.pools_waiting,
-    );
-    w.put(rarely_read!(b"\nMemory\n"));
-    line(
-        w,
-        rarely_read!(b"# peak bytes in use (pools + large)"),
-        s.peak_in_use,
-    );
-    line(
-        w,
-        rarely_read!(b"# bytes mapped now (arenas + large)"),
-        s.mapped_now,
-    );
-    line(w, rarely_read!(b"# peak bytes mapped"), s.mapped_peak);
-    line(
-        w,
-        rarely_read!(b"# metadata mapped (headers, map, heaps)"),
-        s.meta_bytes,
-    );
-    line(
-        w,
-        rarely_read!(b"# free pool bytes not yet discarded"),
-        s.dirty_bytes,
-    );
-    line(
-        w,
-        rarely_read!(b"# emptied pool bytes kept by threads"),
-        s.kept_bytes,
-    );
-    line(
-        w,
-        rarely_read!(b"# bytes returned to the OS"),
-        s.returned_bytes,
-    );
-    line(w, rarely_read!(b"# resident set size now"), s.rss_now);
-    line(w, rarely_read!(b"# peak resident set size"), s.rss_peak);
 }
 
 /// `"key":n` followed by `,` unless `last`: what most of the JSON report is made of.
@@ -698,8 +652,10 @@ mod tests {
         }
         assert_eq!(b.as_str(), "512 B; 1.5 KiB; 3.0 MiB; 5.0 GiB; ");
         let mut b = FixedBuf::<256>::new();
-        line(&mut b, b"# label", 1536);
-        count(&mut b, b"# count", 1234);
+        rows(
+            &mut b,
+            &[(b"# label", 1536, Bytes), (b"# count", 1234, Count)],
+        );
         assert_eq!(
             b.as_str(),
             format!(
