@@ -7,16 +7,19 @@
 //! owner: an `Arena` header with the low bit set (`TAG_ARENA`), or a `Large` header.
 //!
 //! ```text
-//!  47            35 34           22 21             0
-//!  +---------------+---------------+----------------+
-//!  |  root index   |  leaf index   | offset in chunk|
-//!  +---------------+---------------+----------------+
+//!  47        41 40                     22 21             0
+//!  +-----------+-------------------------+----------------+
+//!  | root index|       leaf index        | offset in chunk|
+//!  +-----------+-------------------------+----------------+
 //! ```
-//! The root (8192 entries, 64 KiB) is static and zero, so its untouched pages cost nothing;
-//! leaves (64 KiB each, one per 32 GiB of address space) are mapped on first use and never
-//! freed. Readers take no lock: entries are atomics written with Release and read with Acquire,
-//! so a reader that sees a header also sees it initialised. Writers hold `WRITE_LOCK` only to
-//! create leaves. Ranges above 2^48 are never registered.
+//! The root (128 entries, 1 KiB) is static and zero, and small enough to share its page with
+//! the other statics every process touches (a 64 KiB root had a page of its own resident for
+//! the one entry a process uses). Leaves (4 MiB each, one per 2 TiB of address space, so one
+//! for all the mappings of most processes) are mapped on first use and never freed; only the
+//! pages of the entries in use are ever touched. Readers take no lock: entries are atomics
+//! written with Release and read with Acquire, so a reader that sees a header also sees it
+//! initialised. Writers hold `WRITE_LOCK` only to create leaves. Ranges above 2^48 are never
+//! registered.
 
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -24,7 +27,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 pub const CHUNK_SHIFT: u32 = 22;
 pub const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
 const ADDRESS_BITS: u32 = 48;
-const LEAF_BITS: u32 = 13;
+const LEAF_BITS: u32 = 19;
 const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
@@ -40,6 +43,10 @@ pub const TAG_ARENA: usize = 1;
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; ROOT_LEN];
 static WRITE_LOCK: crate::sync::Lock<()> = crate::sync::Lock::new(());
+/// The lowest and highest chunk ever registered: `for_each_entry` walks only between them,
+/// not whole leaves of half a million entries.
+static LOWEST_CHUNK: AtomicUsize = AtomicUsize::new(usize::MAX);
+static HIGHEST_CHUNK: AtomicUsize = AtomicUsize::new(0);
 
 /// The entry for the chunk holding `addr`: 0 if that chunk is not ours.
 #[inline(always)]
@@ -74,6 +81,8 @@ pub fn register(start: usize, len: usize, entry: usize) -> bool {
             return false;
         }
     }
+    LOWEST_CHUNK.fetch_min(first, Ordering::Relaxed);
+    HIGHEST_CHUNK.fetch_max(last, Ordering::Relaxed);
     set_range(first, last + 1, entry);
     true
 }
@@ -119,20 +128,27 @@ fn leaf_for(chunk: usize) -> *mut Leaf {
 }
 
 /// Calls `f` with every non-zero entry, in address order (an arena once, a large mapping once
-/// per chunk it covers). Readers run concurrently with writers: an entry seen may be stale.
+/// per chunk it covers). Readers run concurrently with writers: an entry seen may be stale,
+/// and one registered meanwhile may be missed.
 pub fn for_each_entry(mut f: impl FnMut(usize)) {
-    for slot in ROOT.iter() {
-        let leaf = slot.load(Ordering::Acquire);
-        if leaf.is_null() {
-            continue;
-        }
-        // SAFETY: leaves are never unmapped.
-        for e in unsafe { (*leaf).iter() } {
-            let v = e.load(Ordering::Acquire);
-            if v != 0 {
-                f(v);
+    let (lowest, highest) = (
+        LOWEST_CHUNK.load(Ordering::Relaxed),
+        HIGHEST_CHUNK.load(Ordering::Relaxed),
+    );
+    let mut chunk = lowest;
+    while chunk <= highest {
+        let leaf = ROOT[chunk >> LEAF_BITS].load(Ordering::Acquire);
+        let leaf_end = (chunk | (LEAF_LEN - 1)).min(highest);
+        if !leaf.is_null() {
+            for i in chunk & (LEAF_LEN - 1)..=leaf_end & (LEAF_LEN - 1) {
+                // SAFETY: leaves are never unmapped; i is below the leaf length.
+                let v = unsafe { (*leaf).get_unchecked(i) }.load(Ordering::Acquire);
+                if v != 0 {
+                    f(v);
+                }
             }
         }
+        chunk = leaf_end + 1;
     }
 }
 
@@ -163,6 +179,26 @@ mod tests {
         }
         assert_eq!(lookup(base + 4 * CHUNK_SIZE), 0);
         assert_eq!(lookup(base - 1), 0);
+        // A range in another leaf: the walk covers both, in address order.
+        let far = base + (CHUNK_SIZE << LEAF_BITS);
+        assert!(register(far, CHUNK_SIZE, 0x1234_5680));
+        let mut seen = std::vec::Vec::new();
+        for_each_entry(|e| {
+            if e & !TAG_ARENA == 0x1234_5670 || e == 0x1234_5680 {
+                seen.push(e);
+            }
+        });
+        assert_eq!(
+            seen,
+            [
+                0x1234_5671,
+                0x1234_5671,
+                0x1234_5671,
+                0x1234_5671,
+                0x1234_5680
+            ]
+        );
+        unregister(far, CHUNK_SIZE);
         unregister(base, len);
         assert_eq!(lookup(base + CHUNK_SIZE), 0);
     }
