@@ -248,7 +248,10 @@ impl<const CALL: usize> Domain<CALL> {
         unsafe { alloc::free_or_hand_over::<CALL>(p, Self::NAMES[FREE], forward_free::<CALL>) }
     }
 
+    // The forwarders are rarely run code (see lib.rs): only a program that hooks the domain
+    // (tracemalloc) or hands us another allocator's blocks runs them.
     #[cold]
+    #[link_section = ".text_rarely_run"]
     fn forward_malloc(&self, size: usize) -> *mut u8 {
         let f = self.next[MALLOC].get_or_die(Self::NAMES[MALLOC], core::ptr::null_mut());
         // SAFETY: f is the next definition of this domain's malloc, whose C signature this is.
@@ -257,6 +260,7 @@ impl<const CALL: usize> Domain<CALL> {
     }
 
     #[cold]
+    #[link_section = ".text_rarely_run"]
     fn forward_calloc(&self, n: usize, size: usize) -> *mut u8 {
         let f = self.next[CALLOC].get_or_die(Self::NAMES[CALLOC], core::ptr::null_mut());
         // SAFETY: f is the next definition of this domain's calloc, whose C signature this is.
@@ -265,6 +269,7 @@ impl<const CALL: usize> Domain<CALL> {
     }
 
     #[cold]
+    #[link_section = ".text_rarely_run"]
     fn forward_free(&self, p: *mut u8) {
         let f = self.next[FREE].get_or_die(Self::NAMES[FREE], p);
         heap::count(CALL);
@@ -275,6 +280,7 @@ impl<const CALL: usize> Domain<CALL> {
     }
 
     #[cold]
+    #[link_section = ".text_rarely_run"]
     fn forward_realloc(&self, p: *mut u8, size: usize) -> *mut u8 {
         let f = self.next[REALLOC].get_or_die(Self::NAMES[REALLOC], p);
         heap::count(CALL);
