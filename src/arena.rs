@@ -1,10 +1,10 @@
 //! Arenas: 4 MiB chunk-aligned mappings cut into equal pools, and the global bookkeeping that
 //! hands pools to heaps and gives memory back to the OS.
 //!
-//! Every arena holds pools of one kind (32 KiB, 128 KiB or 1 MiB; see `size_class`). Its header
-//! lives outside it, in a header slab, so the arena's memory is all pools and every pool starts
-//! on a multiple of its own size. The address map points the arena's chunk at the header; from
-//! there `pool_of` finds a pointer's pool with a mask and a shift.
+//! Every arena holds pools of one kind (32 KiB, 128 KiB or 1 MiB; see `size_class`). Its
+//! header lives outside it (in the `meta` region), so the arena's memory is all pools and
+//! every pool starts on a multiple of its own size. The address map points the arena's chunk
+//! at the header; from there `pool_of` finds a pointer's pool with a mask and a shift.
 //!
 //! Policy (all under `ARENAS`, which only slow paths take):
 //! - A heap that needs a pool takes one from the most used arena of the kind that has a free
@@ -22,9 +22,9 @@
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
 //!   header that still exists. A header holds descriptors for its kind's pools only (17 KiB
-//!   for 32 KiB pools, 1.6 KiB for 1 MiB ones), and headers are cut one after another from
-//!   shared slabs: a Python process has four or more arenas of 1 MiB pools, each using a
-//!   fraction of a page of header, and separate mappings gave each a page of its own.
+//!   for 32 KiB pools, 1.6 KiB for 1 MiB ones), cut from the `meta` region next to one
+//!   another: a Python process has four or more arenas of 1 MiB pools, each using a fraction
+//!   of a page of header, and a mapping per header gave each a page of its own.
 //! - A pool's descriptor is written when the pool is first handed out, not when the arena is
 //!   mapped: the header of a small arena is 16 KiB of descriptors, and a program that uses a
 //!   hundred pools of it should not have all of its pages resident. Pools handed back go on
