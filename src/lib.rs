@@ -83,7 +83,8 @@
 // (the kernel maps up to 64 KiB around each fault). Functions a process normally never runs
 // (the statistics report, diagnostics, fork handlers, malloc_trim) are marked
 // `#[link_section = ".text_rarely_run"]`, which build.rs puts in a segment of its own, so
-// marking a function that does run costs residency (c-tests/code_residency.c).
+// marking a function that does run costs residency (c-tests/code_residency.c). Text only the
+// report reads is `diag::rarely_read!` data, which build.rs keeps out of the mapped pages too.
 //
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
 // the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise
