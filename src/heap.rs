@@ -823,7 +823,10 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 // pool behind the head has free blocks (frees into full pools put them there,
                 // `after_local_free`), that pool becomes the head, as pymalloc puts a pool that
                 // gets a free block first in line. A head with no block out stays, or it would
-                // sit behind the head looking like a kept empty pool (`kept_empty`).
+                // sit behind the head looking like a kept empty pool (`kept_empty`). The new
+                // head's free list is put in address order first if it has blocks out
+                // (`used` > 1 with the bias it just took; `Pool::order_free_list`): an empty
+                // one was relinked whole when it emptied, or is fresh.
                 let next = (*pool).next;
                 if !next.is_null()
                     && !(*next).free.is_null()
@@ -832,6 +835,9 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 {
                     avail_remove(heap, pool);
                     avail_insert(heap, pool);
+                    if (*next).used > 1 {
+                        (*next).order_free_list();
+                    }
                     continue;
                 }
                 // A class's first carves in a batch of calls take a page's worth at most: in
@@ -1893,6 +1899,49 @@ mod tests {
                 assert_eq!((*heap).avail[class], a, "A is the head");
                 assert_eq!((*a).next, b, "B waits behind it");
             }
+            assert_eq!(super::check_current_thread(), 0);
+            free_all_and_check(blocks);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A pool in use that takes over as the head hands out the blocks freed into it in
+    /// address order, whatever the order of their frees.
+    #[test]
+    fn a_pool_taking_over_hands_out_its_free_blocks_in_address_order() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            let size = 496;
+            // Fill pool A and take a block of pool B, the head, as in the test above.
+            let (mut blocks, a, capacity) = fill_pools(size, 1, 1);
+            let b = pool_of_block(*blocks.last().unwrap());
+            // SAFETY: b is this thread's head pool (see `freed_blocks_come_before_new_pages`).
+            unsafe { (*b).forget_pages_past_carved() };
+            // Free every other block of A, scrambled (7 is coprime to its 66 blocks): A stays
+            // in use, behind the head.
+            let of_a: std::vec::Vec<*mut u8> = blocks.drain(..capacity).collect();
+            let mut freed: std::vec::Vec<*mut u8> = (0..capacity)
+                .map(|i| i * 7 % capacity)
+                .filter(|i| i % 2 == 0)
+                .map(|i| of_a[i])
+                .collect();
+            for &p in &freed {
+                // SAFETY: each was allocated above and is freed once.
+                unsafe { alloc::free(p, "free") };
+            }
+            blocks.extend((0..capacity).filter(|i| i % 2 == 1).map(|i| of_a[i]));
+            // Past B's carved blocks, A's freed blocks come back lowest first.
+            let mut from_a = std::vec::Vec::new();
+            while from_a.len() < freed.len() {
+                let p = alloc::malloc(size);
+                blocks.push(p);
+                if pool_of_block(p) == a {
+                    from_a.push(p);
+                }
+            }
+            freed.sort();
+            assert_eq!(from_a, freed);
             assert_eq!(super::check_current_thread(), 0);
             free_all_and_check(blocks);
         })

@@ -35,6 +35,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::heap::Heap;
+use crate::size_class::{class_size, pool_kind, NUM_CLASSES, POOL_SHIFT};
 
 /// A free block: the first two words of its memory.
 #[repr(C)]
@@ -96,6 +97,16 @@ pub const FULL_BIAS: i32 = 1 << 30;
 /// the class is carving sparsely, see `Pool::carve`).
 const CARVE_BYTES: usize = 4096;
 pub const CARVE_MIN_BLOCKS: u32 = 4;
+
+/// The most blocks a pool holds: the smallest class in the smallest pools (2048 of 16 bytes).
+const MAX_BLOCKS: usize = (1 << POOL_SHIFT[0]) / class_size(0);
+const _: () = {
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        assert!((1 << POOL_SHIFT[pool_kind(c)]) / class_size(c) <= MAX_BLOCKS);
+        c += 1;
+    }
+};
 
 /// A pool descriptor is two cache lines, laid out by who writes them. Line 1 is what every
 /// free reads (any thread's), plus the list other threads push their frees on, plus the list
@@ -772,6 +783,60 @@ impl Pool {
         true
     }
 
+    /// Rebuilds the owner's free list of a pool in use in address order. The list holds the
+    /// blocks in the reverse order of their frees, and a pool that never empties (so is never
+    /// relinked whole, `relink_in_address_order`) compounds that order round after round
+    /// until consecutive allocations land all over it: in CPython's gc_collect, the value
+    /// arrays of consecutive objects were within 128 bytes of each other 45% of the time after
+    /// 60 rounds, against 73% on pymalloc, and the benchmark slowed down round by round. Called
+    /// when the pool becomes its class's head with blocks freed while it was behind
+    /// (`heap::refill_and_pop`), which its next allocations take at once: the walk touches
+    /// the blocks they are about to touch anyway.
+    ///
+    /// # Safety
+    /// Only the owner thread may call this.
+    pub unsafe fn order_free_list(&mut self) {
+        let mut free_set = [0u64; MAX_BLOCKS / 64];
+        let mut lowest = MAX_BLOCKS;
+        let mut highest = 0;
+        // SAFETY: blocks on `free` are ours until allocated; `block_index` rejects any other
+        // address before it is written to, and a block met twice (a double free that got
+        // past the key check, which would make the walk endless) aborts.
+        unsafe {
+            let mut b = self.free;
+            while !b.is_null() {
+                let Some(i) = self.block_index(b as usize) else {
+                    crate::diag::fatal(
+                        "malloc",
+                        "heap corruption: foreign block on a free list",
+                        b as usize,
+                    );
+                };
+                let i = i as usize;
+                if free_set[i / 64] & (1 << (i % 64)) != 0 {
+                    crate::diag::fatal("malloc", "double free detected for", b as usize);
+                }
+                free_set[i / 64] |= 1 << (i % 64);
+                lowest = lowest.min(i);
+                highest = highest.max(i);
+                b = (*b).next;
+            }
+            let size = self.block_size as usize;
+            let mut head: *mut Block = ptr::null_mut();
+            for w in (lowest / 64..=highest / 64).rev() {
+                let mut bits = free_set[w];
+                while bits != 0 {
+                    let top = 63 - bits.leading_zeros() as usize;
+                    bits &= !(1 << top);
+                    let block = self.start.add((w * 64 + top) * size) as *mut Block;
+                    (*block).next = head;
+                    head = block;
+                }
+            }
+            self.free = head;
+        }
+    }
+
     /// Does the owner's free list, resting list, thread_free list or discarded set hold `b`?
     /// (Used only to confirm a suspected double free, so a linear walk is fine.)
     ///
@@ -990,6 +1055,80 @@ mod tests {
                 p.push_local(*b);
             }
             assert!(!p.relink_in_address_order());
+        }
+    }
+
+    /// A pool in use gets its free list back in address order, holding exactly the blocks
+    /// that were free, whatever the order of their frees; the blocks out stay out.
+    #[test]
+    fn order_free_list_puts_the_free_blocks_in_address_order() {
+        let class = crate::size_class::class_of(48);
+        let mut mem = vec![0u8; 1 << crate::size_class::POOL_SHIFT[0]];
+        let mut p = test_pool(class, &mut mem);
+        let size = class_size(class);
+        // SAFETY: the pool covers `mem`, a buffer this test owns; one thread; every block
+        // freed was handed out once.
+        unsafe {
+            let mut blocks = Vec::new();
+            while (blocks.len() as u32) < p.capacity {
+                let b = p.pop();
+                if b.is_null() {
+                    assert!(p.carve(false));
+                    continue;
+                }
+                blocks.push(b);
+            }
+            // Free two in three, scrambled (a stride coprime to the count), from both ends.
+            let n = blocks.len();
+            let freed: Vec<usize> = (0..n).map(|i| i * 7 % n).filter(|i| i % 3 != 1).collect();
+            for &i in &freed {
+                p.push_local(blocks[i]);
+            }
+            p.order_free_list();
+            let mut expected = freed.clone();
+            expected.sort();
+            let mut got = Vec::new();
+            loop {
+                let b = p.pop();
+                if b.is_null() {
+                    break;
+                }
+                got.push((b as usize - p.start as usize) / size);
+            }
+            assert_eq!(got, expected);
+            assert_eq!(got.first(), Some(&0), "the lowest block was freed");
+            assert_eq!(got.last(), Some(&(n - 1)), "so was the highest");
+        }
+    }
+
+    /// A block on the free list twice (a double free that got past the key check) makes the
+    /// walk abort, where following the list would loop forever.
+    #[test]
+    fn order_free_list_aborts_on_a_block_listed_twice() {
+        let class = crate::size_class::class_of(48);
+        let mut mem = vec![0u8; 1 << crate::size_class::POOL_SHIFT[0]];
+        let mut p = test_pool(class, &mut mem);
+        // SAFETY: the pool covers `mem`, a buffer this test owns; the child process only
+        // walks the pool's list and exits or aborts.
+        unsafe {
+            assert!(p.carve(false));
+            let (a, b) = (p.pop(), p.pop());
+            p.push_local(a);
+            p.push_local(b);
+            p.push_local(a); // a -> b -> a -> ...
+            let child = libc::fork();
+            assert!(child >= 0);
+            if child == 0 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                libc::dup2(null, 2);
+                libc::alarm(10); // an endless walk ends in SIGALRM, not SIGABRT
+                p.order_free_list();
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(child, &mut status, 0), child);
+            assert!(libc::WIFSIGNALED(status), "status {status:#x}");
+            assert_eq!(libc::WTERMSIG(status), libc::SIGABRT);
         }
     }
 
