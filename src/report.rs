@@ -12,6 +12,11 @@
 //! headers live outside the arenas, so nothing is lost to headers or alignment inside them;
 //! they are reported as metadata. A test checks `total == arenas * arena size`.
 //!
+//! Each class row also says how many bytes of its pools are resident (`mincore` on every pool
+//! in use, a system call per pool, made only when a report is): what the class costs in RSS,
+//! beside what it holds. Their sum, less the allocated blocks, is what segregated pools cost
+//! over the program's live blocks (free blocks, the rest of each carved page).
+//!
 //! Nothing here allocates: figures are gathered into a fixed struct, and text is formatted
 //! into a stack buffer that is flushed with `write` as it fills.
 
@@ -30,6 +35,8 @@ struct ClassRow {
     pools: usize,
     blocks_in_use: usize,
     avail_blocks: usize,
+    /// Bytes of the class's pools whose pages are resident (`mincore`).
+    resident_bytes: usize,
 }
 
 /// Every figure of a report, gathered once.
@@ -43,6 +50,7 @@ struct Snapshot {
     available_bytes: usize,
     unused_pools: usize,
     unused_pool_bytes: usize,
+    resident_pool_bytes: usize,
     quantization_bytes: usize,
     dirty_bytes: usize,
     kept_bytes: usize,
@@ -81,6 +89,8 @@ fn snapshot() -> Snapshot {
         row.pools += 1;
         row.blocks_in_use += out;
         row.avail_blocks += pool.capacity as usize - out;
+        // What the blocks cost in memory: carved and touched pages, not the pool's extent.
+        row.resident_bytes += os::resident_pages(pool.start, pool_size) * os::PAGE_SIZE;
         allocated += out * size;
         available += (pool.capacity as usize - out) * size;
         quantization += pool_size - pool.capacity as usize * size;
@@ -96,6 +106,7 @@ fn snapshot() -> Snapshot {
         available_bytes: available,
         unused_pools: census.free_pools,
         unused_pool_bytes: census.free_pool_bytes,
+        resident_pool_bytes: classes.iter().map(|r| r.resident_bytes).sum(),
         quantization_bytes: quantization,
         dirty_bytes: census.dirty_bytes,
         kept_bytes: g.kept_empty.get(),
@@ -221,10 +232,10 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
     decimal(w, NUM_SMALL as u64, 0);
     w.put(rarely_read!(b" size classes.\n\n"));
     w.put(rarely_read!(
-        b"class   size   num pools   blocks in use  avail blocks\n"
+        b"class   size   num pools   blocks in use  avail blocks  resident KiB\n"
     ));
     w.put(rarely_read!(
-        b"-----   ----   ---------   -------------  ------------\n"
+        b"-----   ----   ---------   -------------  ------------  ------------\n"
     ));
     for (c, row) in s.classes.iter().enumerate() {
         if c == NUM_SMALL {
@@ -243,6 +254,7 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
             (row.pools, 11),
             (row.blocks_in_use, 15),
             (row.avail_blocks, 13),
+            (row.resident_bytes / 1024, 13),
         ];
         for (i, (n, width)) in columns.into_iter().enumerate() {
             w.put(if i == 0 { b"" } else { b" " });
@@ -281,6 +293,11 @@ fn write_text(w: &mut dyn Sink, s: &Snapshot) {
             bytes_row!(b"# bytes lost to arena alignment", 0),
             (b"Total", s.total(), Bytes),
             text_row!(b"  (pool and arena headers live outside the arenas: see metadata below)\n"),
+            bytes_row!(b"# bytes of pools resident", s.resident_pool_bytes),
+            bytes_row!(
+                b"#   beyond the allocated blocks",
+                s.resident_pool_bytes.saturating_sub(s.allocated_bytes)
+            ),
             (large.as_bytes(), 0, Text),
             count_row!(b"# large blocks live", s.large_live),
             bytes_row!(b"# bytes in large blocks", s.large_bytes),
@@ -392,6 +409,12 @@ fn write_json(w: &mut dyn Sink, s: &Snapshot) {
             w,
             rarely_read!(b"avail_blocks"),
             row.avail_blocks as u64,
+            b",",
+        );
+        field(
+            w,
+            rarely_read!(b"resident_bytes"),
+            row.resident_bytes as u64,
             b"}",
         );
     }
@@ -420,6 +443,7 @@ fn write_json(w: &mut dyn Sink, s: &Snapshot) {
             (rarely_read!(b"quantization"), s.quantization_bytes),
             (rarely_read!(b"arena_alignment"), 0),
             (rarely_read!(b"total"), s.total()),
+            (rarely_read!(b"resident_pools"), s.resident_pool_bytes),
             (
                 rarely_read!(b"arenas_mapped"),
                 s.arenas_current * ARENA_SIZE,

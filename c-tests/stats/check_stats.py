@@ -93,7 +93,7 @@ def parse_json(b):
 SCHEMA = {
     "arenas": ["size", "allocated_total", "reclaimed", "highwater", "current"],
     "bytes": ["allocated_blocks", "available_blocks", "unused_pools", "pool_headers", "quantization",
-              "arena_alignment", "total", "arenas_mapped"],
+              "arena_alignment", "total", "arenas_mapped", "resident_pools"],
     "large": ["live", "bytes", "peak_bytes", "mremaps"],
     "calls": ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "pymem", "remote_free", "pyobject_forwarded"],
     "threads": ["seen", "pools_abandoned", "pools_adopted", "pools_waiting"],
@@ -122,7 +122,8 @@ def schema_problems(d):
     else:
         for row in cl:
             if not isinstance(row, dict) or not all(
-                    is_count(row.get(k)) for k in ("class", "size", "pools", "blocks_in_use", "avail_blocks")):
+                    is_count(row.get(k)) for k in ("class", "size", "pools", "blocks_in_use", "avail_blocks",
+                                       "resident_bytes")):
                 bad.append(f"classes row {row!r}")
     return bad
 
@@ -145,6 +146,11 @@ def balance_problems(d):
         bad.append(f"sum of class rows blocks_in_use*size {in_use} != bytes.allocated_blocks {b['allocated_blocks']}")
     if avail != b["available_blocks"]:
         bad.append(f"sum of class rows avail_blocks*size {avail} != bytes.available_blocks {b['available_blocks']}")
+    resident = sum(r["resident_bytes"] for r in d["classes"])
+    if resident != b["resident_pools"]:
+        bad.append(f"sum of class rows resident_bytes {resident} != bytes.resident_pools {b['resident_pools']}")
+    if not b["resident_pools"] <= b["total"] - b["unused_pools"]:
+        bad.append(f"bytes.resident_pools {b['resident_pools']} > the pools in use, {b['total'] - b['unused_pools']}")
     if a["allocated_total"] - a["reclaimed"] != a["current"]:
         bad.append(f"arenas allocated_total {a['allocated_total']} - reclaimed {a['reclaimed']} != current {a['current']}")
     if not a["current"] <= a["highwater"] <= a["allocated_total"]:
@@ -171,6 +177,16 @@ def peak_problems(d):
     if m["peak_in_use"] < lg["bytes"]:
         bad.append(f"memory.peak_in_use {m['peak_in_use']} < large.bytes {lg['bytes']}")
     return bad
+
+
+PAGE = 4096
+
+
+def kept_pages(counts):
+    """The fewest pages the blocks the workload keeps (and writes to) can lie on."""
+    size = (counts["small_size"] + 15) // 16 * 16
+    starts_per_page = -(-PAGE // size)
+    return -(-counts["keep"] // starts_per_page)
 
 
 def row(d, size):
@@ -219,10 +235,10 @@ def parse_text(s):
             values[m["label"]] = int(m["num"].replace(",", ""))
             order.append((m["label"], m["num"], m["human"]))
             continue
-        m = re.match(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
+        m = re.match(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
         if m:
-            c, size, pools, used, avail = map(int, m.groups())
-            rows[size] = (c, pools, used, avail)
+            c, size, pools, used, avail, resident_kib = map(int, m.groups())
+            rows[size] = (c, pools, used, avail, resident_kib)
     return values, order, rows
 
 
@@ -263,6 +279,12 @@ def check_text(tag, r, counts, base, arena_size, json_calls):
     report(r112 is not None and r112[1] >= 1 and r112[2] >= counts["keep"],
            f"{tag}: class row of size 112 with pools >= 1 and >= {counts['keep']} blocks in use",
            f"row {r112}; rows {rows}")
+    resident = values.get("# bytes of pools resident")
+    min_kib = kept_pages(counts) * PAGE // 1024
+    report(r112 is not None and r112[4] >= min_kib and resident is not None
+           and resident >= sum(r[4] for r in rows.values()) * 1024,
+           f"{tag}: class row of size 112 has >= {min_kib} KiB resident; '# bytes of pools resident' "
+           f">= the class rows' sum", f"row {r112}; resident {resident}")
     # Beyond CPython: every section, and the calls equal those of the JSON run (deterministic).
     labels = {
         "malloc": "# malloc", "calloc": "# calloc", "realloc": "# realloc (and reallocarray)",
@@ -354,6 +376,12 @@ def main():
         r112 = row(d, 112)
         report(r112 is not None and r112["pools"] >= 1 and r112["blocks_in_use"] >= counts["keep"],
                f"{t}: json: class of size 112 present, pools >= 1, blocks_in_use >= {counts['keep']} (kept by main)",
+               f"row {r112}")
+        # The kept blocks are written to, so their pages are resident: at least as many pages as
+        # the fewest that could hold that many block starts.
+        min_resident = kept_pages(counts) * PAGE
+        report(r112 is not None and r112["resident_bytes"] >= min_resident,
+               f"{t}: json: class of size 112 has >= {min_resident} bytes resident (the kept blocks' pages)",
                f"row {r112}")
         r208 = row(d, 208)
         leaked = counts["threads"] * counts["leak_per_thread"]
