@@ -12,9 +12,9 @@
 //! headers live outside the arenas, so nothing is lost to headers or alignment inside them;
 //! they are reported as metadata. A test checks `total == arenas * arena size`.
 //!
-//! Each class row also says how many bytes of its pools are resident (`mincore` on every pool
-//! in use, a system call per pool, made only when a report is): what the class costs in RSS,
-//! beside what it holds. Their sum, less the allocated blocks, is what segregated pools cost
+//! Each class row also says how many bytes of its pools are resident: what the class costs in
+//! RSS, beside what it holds. That is a `mincore` call per pool in use, so only reports pay
+//! for it. Their sum, less the allocated blocks, is what segregated pools cost
 //! over the program's live blocks (free blocks, the rest of each carved page).
 //!
 //! Nothing here allocates: figures are gathered into a fixed struct, and text is formatted
