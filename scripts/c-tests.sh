@@ -96,6 +96,7 @@ producer_consumer:producer_consumer.c
 many_threads:many_threads.c
 fork_under_load:fork_under_load.c
 rss_release:rss_release.c
+rss_peak:rss_peak.c
 invalid_free:invalid_free.c
 invariants:invariants.c
 lifecycle:lifecycle.c

@@ -63,6 +63,9 @@ fn malloc_large_fresh(size: usize, align: usize, call: usize) -> (*mut u8, bool)
     if p.is_null() {
         return (os::out_of_memory(), false);
     }
+    if fresh {
+        heap::drop_idle_for_large();
+    }
     (p, fresh)
 }
 

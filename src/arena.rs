@@ -17,7 +17,9 @@
 //!   the purge threshold; all of them once idle memory passes `PURGE_HARD_FACTOR` times the
 //!   threshold. The delay spares a program that frees a batch and allocates it again a moment
 //!   later (a loop, an interpreter's garbage collection) the page faults of memory it is about
-//!   to reuse; the bounds keep a program that frees a lot at once from keeping much.
+//!   to reuse; the bounds keep a program that frees a lot at once from keeping much. A program
+//!   growing past its high-water mark in one pool size drops the dirty pools of the others at
+//!   once (`purge_other_kinds`, from `heap::drop_idle_at_new_peak`).
 //! - An arena whose pools are all free is unmapped, except one kept as a reserve to avoid
 //!   map/unmap thrash at a boundary; `malloc_trim` gives the reserve back too.
 //! - Arena headers are recycled, never unmapped: a racing lookup of a stale pointer reads a
@@ -258,6 +260,17 @@ pub fn purge_aged(now: u32) {
     unsafe { purge(&mut a, Some(now)) };
 }
 
+/// Discards the dirty free pools of every kind but `kind`, delay or not (see
+/// `heap::drop_idle_at_new_peak`).
+pub fn purge_other_kinds(kind: Option<usize>) {
+    if stats::global().dirty.get() == 0 {
+        return;
+    }
+    let mut a = ARENAS.lock();
+    // SAFETY: we hold the lock.
+    unsafe { purge_except(&mut a, None, kind) };
+}
+
 /// Returns every free page to the OS: discards all dirty free pools and unmaps the reserve.
 /// Returns whether anything was released.
 pub fn trim() -> bool {
@@ -444,9 +457,19 @@ unsafe fn drop_dirty(_locked: &mut Arenas, arena: *mut Arena) {
 /// Discards the pages of the dirty free pools, coalescing neighbours into one call: all of
 /// them, or with `Some(now)` those free for at least the purge delay.
 unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
+    // SAFETY: per the contract.
+    unsafe { purge_except(a, now, None) }
+}
+
+/// `purge`, leaving alone the arenas of pool kind `spared` (if any).
+#[inline(never)]
+unsafe fn purge_except(a: &mut Arenas, now: Option<u32>, spared: Option<usize>) {
     // SAFETY: lock held; every arena on a usable list, and the reserve, is live.
     unsafe {
-        for head in a.usable {
+        for (kind, &head) in a.usable.iter().enumerate() {
+            if Some(kind) == spared {
+                continue;
+            }
             let mut cur = head;
             while !cur.is_null() {
                 let next = (*cur).next;
@@ -454,7 +477,7 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
                 cur = next;
             }
         }
-        if !a.reserve.is_null() {
+        if !a.reserve.is_null() && Some((*a.reserve).kind as usize) != spared {
             purge_arena(a.reserve, now);
         }
     }

@@ -17,7 +17,7 @@
 //! thread (other TLS destructors) are served, under a lock, by the `ORPHAN` heap.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::arena;
 use crate::pool::{self, Block, Pool, PoolState, FULL_BIAS};
@@ -677,24 +677,35 @@ pub unsafe fn after_batch_of_frees(heap: *mut Heap, pool: *mut Pool, which: usiz
 /// The caller owns `heap`.
 #[cold]
 unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
+    // SAFETY: per the contract.
+    unsafe { release_kept(heap, Some(now), None) }
+}
+
+/// Gives back to their arenas, pages discarded, `heap`'s kept empty pools: those empty for
+/// the purge delay with `Some(now)`, else all of them; except those of pool kind `spared`. A
+/// kept pool has waited already (or is dropped early on purpose): it reaches its arena clean
+/// rather than waiting there again.
+///
+/// # Safety
+/// The caller owns `heap`.
+#[inline(never)]
+unsafe fn release_kept(heap: *mut Heap, now: Option<u32>, spared: Option<usize>) {
     let delay = crate::options::purge_delay_ms();
     // SAFETY: we own the heap and the pools on its lists.
     unsafe {
         for class in 0..NUM_CLASSES {
             let head = (*heap).avail[class];
-            if head == empty_pool() {
+            if head == empty_pool() || Some(pool_kind(class)) == spared {
                 continue;
             }
             // Kept pools are the non-head pools with nothing in use (see `kept_empty`).
             let mut pool = (*head).next;
             while !pool.is_null() {
                 let next = (*pool).next;
-                if (*pool).used == 0 && now.wrapping_sub((*pool).freed_at_ms) >= delay {
-                    let bytes = pool_bytes(pool);
+                let aged = now.is_none_or(|t| t.wrapping_sub((*pool).freed_at_ms) >= delay);
+                if (*pool).used == 0 && aged {
                     avail_remove(heap, pool);
-                    unkeep(heap, bytes);
-                    // It has waited the delay already: its pages go now, and it reaches its
-                    // arena clean rather than waiting there again.
+                    unkeep(heap, pool_bytes(pool));
                     let discarded = (*pool).discard_carved();
                     stats::global().bytes_returned.add(discarded);
                     release(pool);
@@ -717,6 +728,7 @@ unsafe fn release_aged_kept(heap: *mut Heap, now: u32) {
 ///
 /// # Safety
 /// The caller owns `heap`.
+#[inline(never)]
 unsafe fn release_idle_heads(heap: *mut Heap, now: u32) {
     let delay = crate::options::purge_delay_ms();
     // SAFETY: we own the heap and the pools on its lists.
@@ -873,6 +885,9 @@ unsafe fn refill_and_pop(heap: *mut Heap, class: usize, tick: bool) -> *mut Bloc
                 pool = take_kept_pool(heap, pool_kind(class));
                 if pool.is_null() {
                     pool = arena::acquire_pool(pool_kind(class));
+                    if !pool.is_null() && (*pool).resident_bytes() == 0 {
+                        drop_idle_if_past_peak(heap, Some(pool_kind(class)));
+                    }
                 }
                 if pool.is_null() {
                     return ptr::null_mut();
@@ -956,6 +971,68 @@ unsafe fn take_kept_pool(heap: *mut Heap, kind: usize) -> *mut Pool {
         }
         ptr::null_mut()
     }
+}
+
+/// Idle memory below this is not worth dropping early (`drop_idle_at_new_peak`): a few pages
+/// at a new peak are not worth the system calls, and the faults if they are reused.
+const DROP_IDLE_MIN: usize = 64 * 1024;
+
+/// The program grows past its high-water mark, in pools of `kind` whose pages are not
+/// resident (or, with `None`, in a large block mapped fresh): the memory kept idle for other
+/// sizes, which this growth cannot reuse, goes now rather than after the purge delay, so the
+/// new peak does not hold it. (glibc's freed chunks serve any size; ours serve their own
+/// pool size.) This heap's kept empty pools of other kinds, the dirty free pools of other
+/// kinds, and the large-block cache. Below the high-water mark nothing changes: a loop that
+/// frees a batch of one size and allocates another meanwhile keeps its pages, as before.
+///
+/// # Safety
+/// `heap` is this thread's heap (null and DEAD are skipped) or one the caller owns.
+#[cold]
+#[inline(never)]
+unsafe fn drop_idle_at_new_peak(heap: *mut Heap, kind: Option<usize>) {
+    if !heap.is_null() && heap != dead() {
+        // SAFETY: the heap is ours (per the contract), and a live one.
+        unsafe { release_kept(heap, None, kind) };
+    }
+    arena::purge_other_kinds(kind);
+    crate::large::discard_idle_now();
+}
+
+/// Calls `drop_idle_at_new_peak` when the program grows past its high-water mark with idle
+/// memory worth dropping; `kind` as there. Out of line: it runs at every pool taken fresh,
+/// which is the slow path already. (It is resident code, not rarely run code: ordinary
+/// programs do get here, see `c-tests/code_residency.c`.)
+///
+/// # Safety
+/// As for `drop_idle_at_new_peak`.
+#[cold]
+#[inline(never)]
+unsafe fn drop_idle_if_past_peak(heap: *mut Heap, kind: Option<usize>) {
+    let held = &stats::global().bytes_in_use;
+    if held.get() < held.peak() || stats::idle_bytes() < DROP_IDLE_MIN {
+        return;
+    }
+    // At most once per purge delay: a program that grows while it frees and reallocates a
+    // batch of another size faults that batch in again at most that often.
+    let now = crate::os::now_ms();
+    if now.wrapping_sub(LAST_IDLE_DROP_MS.load(Ordering::Relaxed))
+        < crate::options::purge_delay_ms()
+    {
+        return;
+    }
+    LAST_IDLE_DROP_MS.store(now, Ordering::Relaxed);
+    // SAFETY: per the contract.
+    unsafe { drop_idle_at_new_peak(heap, kind) }
+}
+
+/// When `drop_idle_at_new_peak` last ran (`os::now_ms`).
+static LAST_IDLE_DROP_MS: AtomicU32 = AtomicU32::new(0);
+
+/// `drop_idle_if_past_peak` for a large block just mapped fresh (the cache had none to fit
+/// it).
+pub fn drop_idle_for_large() {
+    // SAFETY: the TLS heap is this thread's own, or null or DEAD, which the callee skips.
+    unsafe { drop_idle_if_past_peak(tls::heap(), None) }
 }
 
 /// Moves full pools that other threads freed into back to the class lists (or to their

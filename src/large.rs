@@ -86,6 +86,13 @@ impl Cache {
     }
 }
 
+/// Discards the pages of every cached block, delay or not (see `heap::drop_idle_at_new_peak`).
+pub fn discard_idle_now() {
+    if stats::global().large_cached_resident.get() != 0 {
+        discard_cached(None);
+    }
+}
+
 /// Discards the pages of cached blocks that have waited the purge delay
 /// (`POOLMALLOC_PURGE_DELAY`): a buffer freed and allocated again in a loop keeps them, one
 /// left behind does not hold memory for good. Run by heap ticks.
@@ -93,6 +100,13 @@ pub fn discard_idle(now: u32) {
     if stats::global().large_cached_resident.get() == 0 {
         return;
     }
+    discard_cached(Some(now));
+}
+
+/// Discards the pages of the cached blocks: all of them, or with `Some(now)` those cached for
+/// at least the purge delay.
+#[inline(never)]
+fn discard_cached(now: Option<u32>) {
     let delay = crate::options::purge_delay_ms();
     // Never wait for the lock: another thread is using the cache, and will tick again.
     let Some(c) = CACHE.try_lock() else {
@@ -103,7 +117,8 @@ pub fn discard_idle(now: u32) {
         let l = c.blocks[i];
         // SAFETY: cached headers are live and ours under the lock; their blocks are unused.
         unsafe {
-            if !(*l).discarded && now.wrapping_sub((*l).cached_at_ms) >= delay {
+            let old_enough = now.is_none_or(|t| t.wrapping_sub((*l).cached_at_ms) >= delay);
+            if !(*l).discarded && old_enough {
                 os::discard((*l).base, (*l).size);
                 (*l).discarded = true;
                 g.large_cached_resident.sub((*l).size);

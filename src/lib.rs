@@ -46,8 +46,14 @@
 //! for `POOLMALLOC_PURGE_DELAY` (10 ms): each heap checks at most every 2 ms, when a class
 //! needs a new pool and every 4096 calls of one kind (`heap::tick`).
 //! `POOLMALLOC_PURGE_BYTES` (2 MiB) bounds it in between: past the bound free pools go without
-//! waiting, past four times it all of them. An arena whose pools are all free is unmapped (one
-//! is kept in reserve); `malloc_trim(0)` gives back everything.
+//! waiting, past four times it all of them. And a program that grows past its high-water mark
+//! (a pool whose pages are not resident, or a fresh large mapping, takes the bytes held to a
+//! new high) first drops the idle memory of other pool sizes, which that growth cannot reuse,
+//! when there is at least 64 KiB of it, at most once per purge delay
+//! (`heap::drop_idle_at_new_peak`): glibc's freed chunks serve any size, ours only their own
+//! pool size, and the peak should not hold both. An arena
+//! whose pools are all free is unmapped (one is kept in reserve); `malloc_trim(0)` gives back
+//! everything.
 //! Blocks over 8 KiB span pages and each size has its own pools, so a freed one would stay
 //! resident while its pool lives: the heap that owns them gives their pages back (the block
 //! moves from the free list to a bitmap in the pool descriptor, so the first page goes too)
