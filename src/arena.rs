@@ -461,7 +461,8 @@ unsafe fn purge(a: &mut Arenas, now: Option<u32>) {
     unsafe { purge_except(a, now, None) }
 }
 
-/// `purge`, leaving alone the arenas of pool kind `spared` (if any).
+/// `purge`, leaving alone the arenas of pool kind `spared` (if any). Out of line: one copy
+/// serves `purge`'s callers and `purge_other_kinds`.
 #[inline(never)]
 unsafe fn purge_except(a: &mut Arenas, now: Option<u32>, spared: Option<usize>) {
     // SAFETY: lock held; every arena on a usable list, and the reserve, is live.

@@ -104,7 +104,7 @@ pub fn discard_idle(now: u32) {
 }
 
 /// Discards the pages of the cached blocks: all of them, or with `Some(now)` those cached for
-/// at least the purge delay.
+/// at least the purge delay. Out of line: one copy serves both callers.
 #[inline(never)]
 fn discard_cached(now: Option<u32>) {
     let delay = crate::options::purge_delay_ms();
