@@ -90,6 +90,12 @@ fn main() {
     // Code on pages of its own (GNU ld's default on x86-64, not lld's): otherwise the first
     // and last code pages also hold read-only data and the segments share a page each way.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-code");
+    // Every segment starts on a page in the file too, so the writable data starts at the top
+    // of its page instead of where the read-only-after-relocation data left off: with the
+    // sentinel heaps in the latter (`heap::DEAD`), it then fits in one page, which every
+    // process dirties, where it took two. (lld's flag; GNU ld warns and ignores it, and its
+    // default layout already starts the writable data on a page.)
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
     // The kernel maps the pages of a file mapping up to 64 KiB around each fault (fault-around),
     // within the mapping, so a segment with one function that runs is resident nearly whole.
     // Code that a process normally never runs (the statistics report, diagnostics, fork

@@ -9,7 +9,7 @@
  * segments of their own. This program does what ordinary programs do (every size of block,
  * calloc, realloc, aligned allocation, a thread that allocates, frees on another thread and
  * exits) and then checks, in /proc/self/smaps, that those segments have no page resident while
- * the rest of the code has.
+ * the rest of the code has, and that the library's writable data takes one resident page.
  *
  * Strict mode only (the library under test is poolmalloc): scripts/c-tests.sh passes the file
  * offsets at which those segments start in POOLMALLOC_TEST_COLD_OFFSETS. In system mode the
@@ -81,7 +81,7 @@ static void workload(void)
 
 struct mapping {
     unsigned long offset, size, rss;
-    int exec;
+    int exec, writable;
 };
 
 /* The mappings of `path` in /proc/self/smaps, at most `max`; returns how many. Reads with
@@ -105,7 +105,7 @@ static int library_mappings(const char *path, struct mapping *out, int max)
             if (strcmp(name, path) == 0) {
                 CHECK(n < max, "more than %d mappings of %s", max, path);
                 cur = &out[n++];
-                *cur = (struct mapping){offset, hi - lo, 0, perms[2] == 'x'};
+                *cur = (struct mapping){offset, hi - lo, 0, perms[2] == 'x', perms[1] == 'w'};
             }
             continue;
         }
@@ -162,5 +162,16 @@ int main(void)
     CHECK(checked == 2, "expected the rarely run code's and the unwind tables' offsets, got %d",
           checked);
     printf("code_residency (%s): %lu KiB of code resident\n", test_mode(), hot_code >> 10);
+
+    /* The data the process may write (its relocated pointers, the statics) is one page: the
+     * sentinel heaps, written only by the dynamic linker, are read-only once relocated. */
+    unsigned long writable = 0;
+    for (int i = 0; i < n; i++)
+        if (maps[i].writable)
+            writable += maps[i].rss;
+    long page = sysconf(_SC_PAGESIZE);
+    printf("code_residency (%s): %lu KiB of writable data resident\n", test_mode(), writable >> 10);
+    CHECK(writable > 0 && writable <= (unsigned long)page,
+          "%lu bytes of the library's writable data resident, not one page", writable);
     return 0;
 }

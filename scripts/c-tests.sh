@@ -200,7 +200,7 @@ done
 # the rarely run code and the unwind tables segments of their own; this checks that all of it
 # still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offsets offsets starts offset start found cold_text hot unwind
+    local relative code_offsets offsets starts offset start found cold_text hot unwind pages
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
@@ -232,6 +232,29 @@ layout_problem() { # lib -> prints what is wrong, if anything
     nm "$1" | awk '$3 ~ /4core9panicking/ { print $1, $3 }' | while read -r address name; do
         [ $((0x$address)) -lt $((hot)) ] || echo "$name in .text"
     done
+    # Every process dirties the writable data's pages (relocations, statics): one page, beside
+    # the data that is read-only once relocated (RELRO), which holds the sentinel heaps.
+    pages=$(writable_pages "$1")
+    [ "$pages" = 1 ] || echo "the writable data past RELRO spans $pages pages, not 1"
+}
+
+# Pages spanned by the part of the writable segments that stays writable after relocation.
+writable_pages() { # lib -> count
+    local type vaddr memsz flags s e relro_end=0 lo=-1 hi=0 page
+    page=$(getconf PAGESIZE)
+    while read -r type _ vaddr _ _ memsz flags _; do
+        [ "$type" = GNU_RELRO ] && relro_end=$((vaddr + memsz))
+    done < <(readelf -lW "$1")
+    while read -r type _ vaddr _ _ memsz flags _; do
+        [ "$type" = LOAD ] && [ "$flags" = RW ] || continue
+        s=$((vaddr))
+        e=$((vaddr + memsz))
+        [ "$e" -le "$relro_end" ] && continue
+        [ "$s" -lt "$relro_end" ] && s=$relro_end
+        if [ "$lo" -lt 0 ] || [ "$s" -lt "$lo" ]; then lo=$s; fi
+        [ "$e" -gt "$hi" ] && hi=$e
+    done < <(readelf -lW "$1")
+    echo $(((hi + page - 1) / page - lo / page))
 }
 if [ "$SYSTEM" = 0 ]; then
     problems=$(layout_problem "$LIBPATH")

@@ -77,8 +77,8 @@ const _: () = assert!(NUM_CLASSES - FIRST_MULTI_PAGE_CLASS <= 32);
 // SAFETY: a heap is touched only by its thread, or under the registry lock when it is not
 // attached to a thread (or, for ORPHAN, under its own lock).
 unsafe impl Send for Heap {}
-// SAFETY: the only shared statics of this type (DEAD, NO_OWNER) are never written except for
-// their atomic hint; live heaps are shared only through that atomic too.
+// SAFETY: the only shared statics of this type (DEAD, NO_OWNER) are never written (they are
+// read-only once relocated, see DEAD); live heaps are shared only through their atomic hint.
 unsafe impl Sync for Heap {}
 
 /// The pool that has no blocks: `avail[c]` points here when class `c` has no pool.
@@ -112,10 +112,18 @@ impl Heap {
     }
 }
 
+// DEAD and NO_OWNER are never written, and they live in the relocation-read-only data (RELRO),
+// which the dynamic linker makes read-only once it has relocated it. Their class lists point at
+// EMPTY_POOL, so the linker writes them at load: in the writable data they dirtied a page of
+// their own in every process that loads the library (RELRO's page is dirtied anyway), and
+// there a stray write would fault instead of going unnoticed.
+
 /// The TLS value of a thread whose heap was handed over at exit. Never owns a pool, never
 /// written: its class lists are all empty, so its allocations fall to the slow path.
+#[link_section = ".data.rel.ro.sentinel_heaps"]
 pub static DEAD: Heap = Heap::new();
 /// The owner of pools that no heap owns (Free or Abandoned). Only its address is used.
+#[link_section = ".data.rel.ro.sentinel_heaps"]
 pub static NO_OWNER: Heap = Heap::new();
 /// Serves threads whose heap is gone (allocations from late TLS destructors).
 static ORPHAN: Lock<Heap> = Lock::new(Heap::new());
