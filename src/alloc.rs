@@ -19,8 +19,8 @@ use crate::os::{self, PAGE_SIZE};
 use crate::pool::Block;
 use crate::remote;
 use crate::size_class::{
-    class_of, class_of_small, class_size, FIRST_MULTI_PAGE_CLASS, MULTI_PAGE_ABOVE, NUM_CLASSES,
-    POOLED_MAX, SMALL_LOOKUP_MAX,
+    class_of, class_of_medium, class_of_small, class_size, FIRST_MULTI_PAGE_CLASS,
+    MULTI_PAGE_ABOVE, NUM_CLASSES, POOLED_MAX, SMALL_LOOKUP_MAX,
 };
 use crate::tls;
 
@@ -42,10 +42,10 @@ pub fn malloc_as<const CALL: usize>(size: usize) -> *mut u8 {
         return heap::alloc_class::<CALL>(class_of_small(size));
     }
     if size <= MULTI_PAGE_ABOVE {
-        return heap::alloc_class_noting::<CALL, true>(class_of(size));
+        return heap::alloc_class_noting::<CALL, true>(class_of_medium(size));
     }
     if size <= POOLED_MAX {
-        return heap::alloc_multi_page(class_of(size), CALL);
+        return heap::alloc_multi_page(size, CALL);
     }
     malloc_large(size, PAGE_SIZE, CALL)
 }

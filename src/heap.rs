@@ -277,7 +277,7 @@ const SWEEP_AFTER_BYTES: usize = 64 << 10;
 /// swept blocks can cost a program that churns such blocks.
 const SWEEP_INTERVAL_MS: u32 = 2;
 
-/// A block of a multi-page class (requests over `MULTI_PAGE_ABOVE` bytes).
+/// A block for a request of `size` bytes, over `MULTI_PAGE_ABOVE`: one of a multi-page class.
 ///
 /// Each such class has its own pools, so blocks freed in one class stay resident while the
 /// next request, of another size, touches new pages: CPython's imports read every `.pyc` into
@@ -293,8 +293,11 @@ const SWEEP_INTERVAL_MS: u32 = 2;
 /// `call` is a runtime argument, not a const one like the fast paths' `CALL`: one copy of
 /// this path serves every entry point (a copy per entry point cost 3 KiB of resident code,
 /// for 7 instructions less per malloc+free of 16 KiB).
+/// It takes the request's size, not its class, so that the class's computation sits here
+/// once, not inlined in every entry point.
 #[inline(never)]
-pub fn alloc_multi_page(class: usize, call: usize) -> *mut u8 {
+pub fn alloc_multi_page(size: usize, call: usize) -> *mut u8 {
+    let class = crate::size_class::class_of_multi_page(size);
     let heap = tls::heap();
     let mut p = pop_multi_page(heap, class, call);
     if p.is_null() {

@@ -18,8 +18,8 @@
 //!  large block (> 128 KiB): its own chunk-aligned mapping, header out of band
 //! ```
 //! Size classes (`size_class`): CPython's 32 classes of 16 bytes up to 512 in 32 KiB pools,
-//! then eight per power of two up to 1 KiB and four up to 128 KiB, in pools of 128 KiB (up
-//! to 8 KiB) or 1 MiB.
+//! then eight per power of two up to 1 KiB and four up to 128 KiB (and one at 8 KiB + 256, for
+//! blocks of 8 KiB and a header), in pools of 128 KiB (up to 8 KiB) or 1 MiB.
 //!
 //! ## Threads
 //! Each thread owns a heap (`heap`) holding, per class, a list of pools it allocates from.

@@ -63,7 +63,7 @@ pub struct Block {
 const DISCARD_MARK_WORD: usize = 2;
 const SEEN_SALT: usize = 0x5157_e9ed_d15c_a4d0;
 /// Bits in the discarded set: every multi-page pool holds fewer blocks (a 1 MiB pool holds at
-/// most 102 blocks of 10 KiB).
+/// most 124, of the class just above 8 KiB).
 const DISCARDED_SET_BITS: usize = 128;
 
 /// Clears the discard mark of a block of a multi-page class just handed to the program.
@@ -1295,7 +1295,7 @@ mod tests {
     #[test]
     fn discarded_neighbours_give_back_the_pages_they_share() {
         use crate::os::{self, PAGE_SIZE};
-        let class = crate::size_class::FIRST_MULTI_PAGE_CLASS; // 10 KiB: 2.5 pages a block
+        let class = crate::size_class::class_of(10240); // 2.5 pages a block
         let pool_size = 1usize << crate::size_class::POOL_SHIFT[2];
         let mem = os::map(pool_size, 0);
         assert!(!mem.is_null());

@@ -5,10 +5,15 @@
 //!   0..31  16, 32, ... 512          16    32 KiB   2048 .. 64   (CPython's classes exactly)
 //!  32..39  576 .. 1024            8/2^k  128 KiB    227 .. 128
 //!  40..51  1280 .. 8192           4/2^k  128 KiB    102 .. 16
-//!  52..67  10240 .. 131072        4/2^k    1 MiB    102 .. 8
+//!  52      8448                       -     1 MiB    124
+//!  53..68  10240 .. 131072        4/2^k    1 MiB    102 .. 8
 //! ```
 //! From 512 bytes to 1 KiB there are eight classes per power of two (quantisation wastes at
-//! most 11% of a block), above that four (at most 20%). The finer steps are where most of
+//! most 11% of a block), above that four (at most 20%), and one more just above 8 KiB for
+//! blocks of 8 KiB and a header. CPython's parser takes its memory in such blocks (`pyarena.c`:
+//! 8192 + 32 bytes), and a script run as a file keeps its parser's blocks until it ends: 12
+//! to 90 of them in a pyperformance worker, live through the benchmark. In 10 KiB blocks they
+//! left 2 KiB resident each (the blocks share their pages), where glibc's heap packs them. The finer steps are where most of
 //! CPython's live medium blocks are (dict keys, list item arrays, strings: with four per power
 //! of two, tracemalloc put their rounding at 125 KiB at the end of nbody's imports, 508 blocks
 //! of 960 bytes in 1024-byte ones). Each class has partly used pools of its own, so finer
@@ -28,7 +33,7 @@ pub const NUM_SMALL: usize = SMALL_MAX / 16;
 /// The largest request served from a pool.
 pub const POOLED_MAX: usize = 128 * 1024;
 /// All classes.
-pub const NUM_CLASSES: usize = 68;
+pub const NUM_CLASSES: usize = 69;
 
 /// Arenas hold pools of a single size; `PoolKind` says which.
 pub const NUM_POOL_KINDS: usize = 3;
@@ -48,8 +53,10 @@ const KIND_FIRST_CLASS: [usize; NUM_POOL_KINDS] = [0, NUM_SMALL, 52];
 /// and each class has its own pool, so the heap sweeps their free blocks' pages back to the
 /// OS (`heap::alloc_multi_page`).
 pub const MULTI_PAGE_ABOVE: usize = 8192;
-/// The first multi-page class.
+/// The first multi-page class, whose blocks hold 8 KiB and a header of up to 256 bytes; the
+/// classes above it are four per power of two again.
 pub const FIRST_MULTI_PAGE_CLASS: usize = KIND_FIRST_CLASS[2];
+const FIRST_MULTI_PAGE_SIZE: usize = MULTI_PAGE_ABOVE + MULTI_PAGE_ABOVE / 32;
 
 /// The first *swept medium* class: blocks of 3 KiB up to `MULTI_PAGE_ABOVE`, which cover a
 /// page or most of one. Programs often allocate such buffers once (CPython's imports read
@@ -71,8 +78,11 @@ pub const fn class_size(c: usize) -> usize {
         let k = c - NUM_SMALL;
         let b = 9 + k / 8;
         (1 << b) + (((k % 8) + 1) << (b - 3))
+    } else if c == FIRST_MULTI_PAGE_CLASS {
+        FIRST_MULTI_PAGE_SIZE
     } else {
-        let k = c - NUM_SMALL - NUM_FINE;
+        // Four per power of two, counted without the class just above 8 KiB.
+        let k = c - NUM_SMALL - NUM_FINE - (c > FIRST_MULTI_PAGE_CLASS) as usize;
         let b = FINE_SHIFT + k / 4;
         (1 << b) + (((k % 4) + 1) << (b - 2))
     }
@@ -114,8 +124,10 @@ pub fn class_of(n: usize) -> usize {
     debug_assert!(n <= POOLED_MAX);
     if n <= SMALL_LOOKUP_MAX {
         class_of_small(n)
+    } else if n <= MULTI_PAGE_ABOVE {
+        class_of_medium(n)
     } else {
-        class_of_coarse(n)
+        class_of_multi_page(n)
     }
 }
 
@@ -127,9 +139,28 @@ pub fn class_of_small(n: usize) -> usize {
     unsafe { *SMALL_LOOKUP.get_unchecked((n + 15) >> 4) as usize }
 }
 
-/// `class_of` above `FINE_MAX`: four classes per power of two.
+/// `class_of` for `SMALL_LOOKUP_MAX < n <= MULTI_PAGE_ABOVE`.
 #[inline(always)]
-const fn class_of_coarse(n: usize) -> usize {
+pub const fn class_of_medium(n: usize) -> usize {
+    debug_assert!(n > SMALL_LOOKUP_MAX && n <= MULTI_PAGE_ABOVE);
+    four_per_power_of_two(n)
+}
+
+/// `class_of` for `MULTI_PAGE_ABOVE < n <= POOLED_MAX`.
+#[inline(always)]
+pub const fn class_of_multi_page(n: usize) -> usize {
+    debug_assert!(n > MULTI_PAGE_ABOVE && n <= POOLED_MAX);
+    if n <= FIRST_MULTI_PAGE_SIZE {
+        FIRST_MULTI_PAGE_CLASS
+    } else {
+        four_per_power_of_two(n) + 1
+    }
+}
+
+/// Four classes per power of two above `FINE_MAX`, numbered as if there were no class just
+/// above 8 KiB.
+#[inline(always)]
+const fn four_per_power_of_two(n: usize) -> usize {
     let m = n - 1;
     let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // floor(log2(n - 1)) >= FINE_SHIFT
     NUM_SMALL + NUM_FINE + (b - FINE_SHIFT) * 4 + ((m >> (b - 2)) & 3)
@@ -147,8 +178,10 @@ const fn class_of_slow(n: usize) -> usize {
         let m = n - 1;
         let b = (usize::BITS - 1 - m.leading_zeros()) as usize; // 9 to FINE_SHIFT - 1
         NUM_SMALL + (b - 9) * 8 + ((m >> (b - 3)) & 7)
+    } else if n <= MULTI_PAGE_ABOVE {
+        class_of_medium(n)
     } else {
-        class_of_coarse(n)
+        class_of_multi_page(n)
     }
 }
 
@@ -158,9 +191,13 @@ const _: () = {
     assert!(class_size(NUM_CLASSES - 1) == POOLED_MAX);
     assert!(class_size(NUM_SMALL + NUM_FINE - 1) == FINE_MAX);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS - 1) == MULTI_PAGE_ABOVE);
+    assert!(class_size(FIRST_MULTI_PAGE_CLASS + 1) == MULTI_PAGE_ABOVE + MULTI_PAGE_ABOVE / 4);
+    // CPython's parser blocks (8192 + 32 bytes) fit the class just above 8 KiB.
+    assert!(class_of_multi_page(8192 + 32) == FIRST_MULTI_PAGE_CLASS);
     assert!(class_size(FIRST_SWEPT_CLASS) == 3072 && class_size(FIRST_SWEPT_CLASS - 1) < 3072);
     // The discarded set of a pool has 128 bits (`pool::DISCARDED_SET_BITS`).
     assert!((1 << POOL_SHIFT[1]) / class_size(FIRST_SWEPT_CLASS) <= 128);
+    assert!((1 << POOL_SHIFT[2]) / class_size(FIRST_MULTI_PAGE_CLASS) <= 128);
     assert!(class_size(FIRST_MULTI_PAGE_CLASS) > 2 * crate::os::PAGE_SIZE);
     // Every kind's pool holds at least 8 blocks of its largest class.
     assert!((1 << POOL_SHIFT[0]) / class_size(NUM_SMALL - 1) >= 8);
@@ -220,8 +257,23 @@ mod tests {
             assert_eq!(class_of_small(n), class_of_slow(n), "n={n}");
         }
         for n in SMALL_LOOKUP_MAX + 1..=POOLED_MAX {
-            assert_eq!(class_of_coarse(n), class_of_slow(n), "n={n}");
+            assert_eq!(class_of(n), class_of_slow(n), "n={n}");
         }
+    }
+
+    /// A block of 8 KiB and a small header (CPython's parser blocks are 8192 + 32 bytes, its
+    /// bytes objects of 8 KiB 8192 + 33) loses at most 256 bytes to rounding, not 2 KiB.
+    #[test]
+    fn blocks_of_8k_and_a_header_lose_little() {
+        for header in [1, 32, 33, 64, 256] {
+            let n = 8192 + header;
+            assert!(
+                class_size(class_of(n)) - n < 256,
+                "n={n}: class {}",
+                class_size(class_of(n))
+            );
+        }
+        assert_eq!(class_size(class_of(8192 + 257)), 10240);
     }
 
     #[test]
