@@ -97,6 +97,7 @@ many_threads:many_threads.c
 fork_under_load:fork_under_load.c
 rss_release:rss_release.c
 rss_peak:rss_peak.c
+rss_header_blocks:rss_header_blocks.c
 invalid_free:invalid_free.c
 invariants:invariants.c
 lifecycle:lifecycle.c

@@ -2223,11 +2223,11 @@ mod tests {
     /// Free multi-page blocks that a sweep moved into their pool's discarded set serve the
     /// next requests of their class (the same blocks, without a new pool, live: not carrying
     /// the freed key), and the pool's accounting (checked by the invariant walk) holds all
-    /// along. 10 KiB blocks share pages with their neighbours, so their first words survive
-    /// the sweep; 20 KiB ones are whole pages.
+    /// along. Blocks of 8448 bytes (the class just above 8 KiB) and 10 KiB share pages with
+    /// their neighbours, so their first words survive the sweep; 20 KiB ones are whole pages.
     #[test]
     fn swept_blocks_come_back_from_the_discarded_set() {
-        for size in [10000, 20000] {
+        for size in [8224, 10000, 20000] {
             swept_blocks_come_back(size);
         }
     }
