@@ -12,14 +12,17 @@
 //! most 11% of a block), above that four (at most 20%), and one more just above 8 KiB for
 //! blocks of 8 KiB and a header. CPython's parser takes its memory in such blocks (`pyarena.c`:
 //! 8192 + 32 bytes), and a script run as a file keeps its parser's blocks until it ends: 12
-//! to 90 of them in a pyperformance worker, live through the benchmark. In 10 KiB blocks they
-//! left 2 KiB resident each (the blocks share their pages), where glibc's heap packs them. The finer steps are where most of
-//! CPython's live medium blocks are (dict keys, list item arrays, strings: with four per power
-//! of two, tracemalloc put their rounding at 125 KiB at the end of nbody's imports, 508 blocks
-//! of 960 bytes in 1024-byte ones). Each class has partly used pools of its own, so finer
-//! steps cost elsewhere: eight per power of two up to 2 KiB made larson's threads, whose sizes
-//! are uniform up to 1 KiB and beyond, 2 to 4% larger, for no more gain in CPython; up to 8
-//! KiB, CPython lost the gain to the carved but unused blocks of the extra classes.
+//! to 93 of them in a pyperformance worker, live through the benchmark. In 10 KiB blocks they
+//! left 2 KiB resident each (the blocks share their pages), where glibc's heap packs them.
+//!
+//! The finer steps up to 1 KiB are where most of CPython's live medium blocks are (dict keys,
+//! list item arrays, strings: with four per power of two, tracemalloc put their rounding at
+//! 125 KiB at the end of nbody's imports, 508 blocks of 960 bytes in 1024-byte ones). Each
+//! class has partly used pools of its own, so finer steps cost elsewhere: eight per power of
+//! two up to 2 KiB made larson's threads, whose sizes are uniform up to 1 KiB and beyond, 2 to
+//! 4% larger, for no more gain in CPython; up to 8 KiB, CPython lost the gain to the carved but
+//! unused blocks of the extra classes; up to 4 KiB, pyperformance workers were 15 KiB smaller
+//! on average (0.07%, BENCHMARKS.md).
 //!
 //! Every power of two is a class, and pools start on a multiple of their own size, so a
 //! power-of-two block is naturally aligned to its size: that is how `memalign` is served from
