@@ -118,7 +118,8 @@ fn main() {
   }
   .eh_frame_hdr ALIGN(CONSTANT(MAXPAGESIZE)) : { *(.eh_frame_hdr) }
   .eh_frame : { *(.eh_frame) }
-  .rodata_rarely_read : { *(.rodata_rarely_read) }
+  .text_warm ALIGN(CONSTANT(MAXPAGESIZE)) : { *(.text_warm) }
+  .rodata_rarely_read ALIGN(CONSTANT(MAXPAGESIZE)) : { *(.rodata_rarely_read) }
   . = ALIGN(CONSTANT(MAXPAGESIZE));
 } INSERT BEFORE .init;
 ",

@@ -11,9 +11,13 @@
  * exits) and then checks, in /proc/self/smaps, that those segments have no page resident while
  * the rest of the code has, and that the library's writable data takes one resident page.
  *
+ * Before the threads and the aligned allocations, after the same sizes from one thread alone,
+ * the code that only threads and aligned allocations run (section .text_warm, a segment of
+ * one page) must have no page resident either: a single-threaded program keeps it out.
+ *
  * Strict mode only (the library under test is poolmalloc): scripts/c-tests.sh passes the file
- * offsets at which those segments start in POOLMALLOC_TEST_COLD_OFFSETS. In system mode the
- * program only runs the workload.
+ * offsets at which those segments start in POOLMALLOC_TEST_COLD_OFFSETS and
+ * POOLMALLOC_TEST_WARM_OFFSET. In system mode the program only runs the workload.
  */
 #include "check.h"
 
@@ -43,7 +47,8 @@ static void *thread_main(void *arg)
     return rest;
 }
 
-static void workload(void)
+/* What a single-threaded program that never asks for an alignment does. */
+static void plain_workload(void)
 {
     uint64_t rng = rng_seed(42);
     for (int round = 0; round < 4; round++) {
@@ -62,6 +67,11 @@ static void workload(void)
         for (int i = 0; i < NBLOCKS; i++)
             free(opaque(blocks[i]));
     }
+}
+
+/* Aligned allocation, and a thread that allocates, exits and leaves blocks to free. */
+static void threads_and_aligned_workload(void)
+{
     void *p = NULL;
     CHECK(posix_memalign(&p, 4096, 10000) == 0 && is_aligned(p, 4096), "posix_memalign");
     CHECK(malloc_usable_size(p) >= 10000, "malloc_usable_size");
@@ -117,18 +127,51 @@ static int library_mappings(const char *path, struct mapping *out, int max)
     return n;
 }
 
+/* Resident bytes of the mapping of `path` that starts at file offset `offset`; aborts when
+ * no mapping starts there (the section is not a segment of its own). */
+static unsigned long segment_rss(const char *path, unsigned long offset, const char *what)
+{
+    struct mapping maps[16];
+    int n = library_mappings(path, maps, 16);
+    for (int i = 0; i < n; i++)
+        if (maps[i].offset == offset)
+            return maps[i].rss;
+    CHECK(0, "no mapping of %s starts at file offset %#lx (%s): not a segment of its own", path,
+          offset, what);
+    return 0;
+}
+
 int main(void)
 {
-    workload();
-    if (!strict_mode()) {
+    plain_workload();
+    int strict = strict_mode();
+    char path[PATH_MAX];
+    unsigned long warm_offset = 0;
+    if (strict) {
+        const char *lib = getenv("POOLMALLOC_TEST_LIB");
+        const char *warm = getenv("POOLMALLOC_TEST_WARM_OFFSET");
+        CHECK(lib != NULL && warm != NULL && *warm, "POOLMALLOC_TEST_LIB and "
+                                                     "POOLMALLOC_TEST_WARM_OFFSET");
+        CHECK(realpath(lib, path) != NULL, "realpath %s", lib);
+        warm_offset = strtoul(warm, NULL, 0);
+        unsigned long rss = segment_rss(path, warm_offset, ".text_warm");
+        printf("code_residency (%s): one thread, no alignment: the threads' and aligned "
+               "allocations' code has %lu KiB resident\n", test_mode(), rss >> 10);
+        CHECK(rss == 0, "a single-threaded program without aligned allocation has %lu KiB of "
+                        ".text_warm resident", rss >> 10);
+    }
+    threads_and_aligned_workload();
+    if (!strict) {
         printf("code_residency (%s): workload only\n", test_mode());
         return 0;
     }
-    const char *lib = getenv("POOLMALLOC_TEST_LIB");
+    /* The measurement works there too: the code did run, and from that segment. */
+    unsigned long warm_rss = segment_rss(path, warm_offset, ".text_warm");
+    printf("code_residency (%s): after threads and aligned allocations: %lu KiB\n", test_mode(),
+           warm_rss >> 10);
+    CHECK(warm_rss > 0, "threads and aligned allocations ran no code of .text_warm");
     const char *cold = getenv("POOLMALLOC_TEST_COLD_OFFSETS");
-    CHECK(lib != NULL && cold != NULL, "POOLMALLOC_TEST_LIB and POOLMALLOC_TEST_COLD_OFFSETS");
-    char path[PATH_MAX];
-    CHECK(realpath(lib, path) != NULL, "realpath %s", lib);
+    CHECK(cold != NULL, "POOLMALLOC_TEST_COLD_OFFSETS");
     struct mapping maps[16];
     int n = library_mappings(path, maps, 16);
 

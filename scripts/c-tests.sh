@@ -78,6 +78,8 @@ if [ "$SYSTEM" = 0 ]; then
     DIRECT_LDFLAGS="-Wl,--no-as-needed $LINKLIB -Wl,-rpath,$LIBDIR"
     # File offsets of the rarely run code and of the unwind tables (code_residency.c).
     COLD_OFFSETS=$(section_offsets "$LIBPATH" .text_rarely_run .eh_frame_hdr)
+    # File offset of the code only threads and aligned allocations run (code_residency.c).
+    WARM_OFFSET=$(section_offsets "$LIBPATH" .text_warm)
     MODES="preload direct"
 else
     MODES="system"
@@ -167,11 +169,13 @@ for mode in $MODES; do
                 timeout -k 10 "$TIMEOUT" env LD_PRELOAD="$LIBPATH" POOLMALLOC_TEST_STRICT=1 \
                     POOLMALLOC_TEST_LIB="$LIBPATH" POOLMALLOC_TEST_MODE=preload \
                     POOLMALLOC_TEST_COLD_OFFSETS="${COLD_OFFSETS:-}" \
+                    POOLMALLOC_TEST_WARM_OFFSET="${WARM_OFFSET:-}" \
                     "$bin" $args >"$log" 2>&1
                 ;;
             direct)
                 env -u LD_PRELOAD POOLMALLOC_TEST_STRICT=1 POOLMALLOC_TEST_LIB="$LIBPATH" \
                     POOLMALLOC_TEST_MODE=direct POOLMALLOC_TEST_COLD_OFFSETS="${COLD_OFFSETS:-}" \
+                    POOLMALLOC_TEST_WARM_OFFSET="${WARM_OFFSET:-}" \
                     timeout -k 10 "$TIMEOUT" "$bin" $args >"$log" 2>&1
                 ;;
         esac
@@ -212,16 +216,22 @@ layout_problem() { # lib -> prints what is wrong, if anything
             *) echo "code segment at file offset '$offset', not on a page of its own" ;;
         esac
     done
-    offsets=$(section_offsets "$1" .text_rarely_run .eh_frame_hdr)
-    [ "$(echo "$offsets" | wc -w)" = 2 ] || echo "sections .text_rarely_run and .eh_frame_hdr: '$offsets'"
+    offsets=$(section_offsets "$1" .text_rarely_run .eh_frame_hdr .text_warm .rodata_rarely_read)
+    [ "$(echo "$offsets" | wc -w)" = 4 ] ||
+        echo "sections .text_rarely_run, .eh_frame_hdr, .text_warm, .rodata_rarely_read: '$offsets'"
     starts=$(readelf -lW "$1" | awk '$1 == "LOAD" { print $2 }')
     for offset in $offsets; do
         found=0
         for start in $starts; do
             [ $((start)) = $((offset)) ] && found=1
         done
-        [ "$found" = 1 ] || echo "no segment starts at $offset (.text_rarely_run, .eh_frame_hdr: $offsets)"
+        [ "$found" = 1 ] || echo "no segment starts at $offset (.text_rarely_run, .eh_frame_hdr, .text_warm, .rodata_rarely_read: $offsets)"
     done
+    # The code only threads and aligned allocations run is one page: a program that runs it
+    # maps that page instead of the tenth page the code that always runs would take.
+    warm_size=$(section_field "$1" 5 .text_warm)
+    [ -n "$warm_size" ] && [ $((warm_size)) -le "$(getconf PAGESIZE)" ] ||
+        echo "section .text_warm is '$warm_size' bytes, more than a page"
     # The text only the report reads lies in the unwind tables' segment, and core's panic
     # code in the rarely run one: not in the pages every process maps.
     cold_text=$(section_addresses "$1" .rodata_rarely_read)

@@ -392,7 +392,10 @@ pub unsafe fn reallocarray(p: *mut u8, n: usize, size: usize, api: Api) -> *mut 
     }
 }
 
-/// A block of `size` bytes aligned to `align`, a power of two (the callers check).
+/// A block of `size` bytes aligned to `align`, a power of two (the callers check). In
+/// `.text_warm` (see lib.rs): many programs never ask for an alignment.
+#[inline(never)]
+#[link_section = ".text_warm"]
 pub fn aligned(align: usize, size: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     if align <= 16 {

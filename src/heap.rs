@@ -1310,10 +1310,13 @@ pub unsafe fn thread_exit(heap: *mut Heap) {
     unsafe { detach(heap) };
 }
 
-/// Abandons every pool of `heap` and returns it to the registry.
+/// Abandons every pool of `heap` and returns it to the registry. Only thread exit runs it, so
+/// it is in the code a single-threaded program never runs (`.text_warm`, see lib.rs).
 ///
 /// # Safety
 /// The caller owns `heap`, and no thread will use it after this.
+#[inline(never)]
+#[link_section = ".text_warm"]
 unsafe fn detach(heap: *mut Heap) {
     // SAFETY: per the contract.
     unsafe {

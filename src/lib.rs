@@ -91,6 +91,11 @@
 // `#[link_section = ".text_rarely_run"]`, which build.rs puts in a segment of its own, so
 // marking a function that does run costs residency (c-tests/code_residency.c). Text only the
 // report reads is `diag::rarely_read!` data, which build.rs keeps out of the mapped pages too.
+// Code that only threads or aligned allocations run (thread exit, frees from another thread,
+// abandoned pools, `alloc::aligned`) is `.text_warm`, a segment of one page: a
+// single-threaded program that never asks for an alignment keeps it out of its resident set
+// (and the code it does run fits nine pages instead of ten), while any other program maps
+// that one page instead, so it pays nothing more.
 //
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
 // the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise

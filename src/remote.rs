@@ -41,6 +41,7 @@ static ABANDONED_HINT: AtomicBool = AtomicBool::new(false);
 /// `pool` is the descriptor the address map gives for `p`.
 #[cold]
 #[inline(never)]
+#[link_section = ".text_warm"]
 pub unsafe fn free_remote(pool: *mut Pool, p: usize, api: &str, call: usize) {
     // SAFETY: descriptors of live arenas stay readable; a free pool has block_size == 0, and
     // `carved` bounds the valid block indices.
@@ -117,6 +118,9 @@ pub fn sweep_abandoned_if_hinted() {
 }
 
 /// Collects remote frees of every abandoned pool and releases those that became empty.
+/// Pools are abandoned only by exiting threads: `.text_warm` (see lib.rs).
+#[inline(never)]
+#[link_section = ".text_warm"]
 pub fn sweep_abandoned() {
     let mut ab = ABANDONED.lock();
     ABANDONED_HINT.store(false, Ordering::Relaxed);
