@@ -1310,8 +1310,9 @@ pub unsafe fn thread_exit(heap: *mut Heap) {
     unsafe { detach(heap) };
 }
 
-/// Abandons every pool of `heap` and returns it to the registry. Only thread exit runs it, so
-/// it is in the code a single-threaded program never runs (`.text_warm`, see lib.rs).
+/// Abandons every pool of `heap` and returns it to the registry. Only thread exit runs it
+/// (and a fork child, for the heaps of the threads that did not come along), so it is in the
+/// code a single-threaded program never runs (`.text_warm`, see lib.rs).
 ///
 /// # Safety
 /// The caller owns `heap`, and no thread will use it after this.
