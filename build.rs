@@ -111,8 +111,8 @@ fn main() {
     // The code only threads and aligned allocations run (`.text_warm`: thread exit, remote
     // frees, abandoned pools, `alloc::aligned`) is a one-page segment between the unwind
     // tables and the report's text, read-only segments both, so that fault-around never maps
-    // it with its neighbours: the code every process runs is 9 pages, and a program that
-    // runs the warm code maps its page instead of a tenth.
+    // it with its neighbours: the code every process runs is 8 pages, and a program that
+    // runs the warm code maps its page instead of a ninth.
     let script = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("layout.ld");
     std::fs::write(
         &script,

@@ -205,7 +205,7 @@ done
 # the rarely run code and the unwind tables segments of their own; this checks that all of it
 # still holds. code_residency.c checks the effect in a process.
 layout_problem() { # lib -> prints what is wrong, if anything
-    local relative code_offsets offsets starts offset start found cold_text hot unwind pages
+    local relative code_offsets offsets starts offset start found cold_text hot unwind pages code_pages
     readelf -dW "$1" | grep -q '(RELR)' || echo "no DT_RELR: relative relocations not packed"
     relative=$(readelf -rW "$1" | grep -c '_RELATIVE')
     [ "$relative" = 0 ] || echo "$relative relative relocations left unpacked in .rela.dyn"
@@ -228,14 +228,23 @@ layout_problem() { # lib -> prints what is wrong, if anything
         [ "$found" = 1 ] || echo "no segment starts at $offset (.text_rarely_run, .eh_frame_hdr, .text_warm, .rodata_rarely_read: $offsets)"
     done
     # The code only threads and aligned allocations run is one page: a program that runs it
-    # maps that page instead of the tenth page the code that always runs would take.
+    # maps that page instead of the ninth page the code that always runs would take.
     warm_size=$(section_field "$1" 5 .text_warm)
     [ -n "$warm_size" ] && [ $((warm_size)) -le "$(getconf PAGESIZE)" ] ||
         echo "section .text_warm is '$warm_size' bytes, more than a page"
+    # The code every process runs is eight pages (slow paths call their shared helpers, the
+    # statistics gauges and the lock's wait loop rather than inlining a copy at each site).
+    hot=$(section_addresses "$1" .text)
+    code_pages=""
+    while read -r vaddr memsz; do
+        [ $((vaddr)) -le $((hot)) ] && [ $((hot)) -lt $((vaddr + memsz)) ] &&
+            code_pages=$(((memsz + $(getconf PAGESIZE) - 1) / $(getconf PAGESIZE)))
+    done < <(readelf -lW "$1" | awk '$1 == "LOAD" && $7 == "R" && $8 == "E" { print $3, $6 }')
+    [ -n "$code_pages" ] && [ "$code_pages" -le 8 ] ||
+        echo "the segment of .text spans '$code_pages' pages, more than 8"
     # The text only the report reads lies in the unwind tables' segment, and core's panic
     # code in the rarely run one: not in the pages every process maps.
     cold_text=$(section_addresses "$1" .rodata_rarely_read)
-    hot=$(section_addresses "$1" .text)
     unwind=$(section_addresses "$1" .eh_frame_hdr)
     if [ -z "$cold_text" ] || [ $((cold_text)) -lt $((unwind)) ] || [ $((cold_text)) -gt $((hot)) ]; then
         echo "section .rodata_rarely_read at '$cold_text', not after .eh_frame_hdr ($unwind) and before .text ($hot)"

@@ -94,6 +94,7 @@ pub fn unregister(start: usize, len: usize) {
     set_range(first, last + 1, 0);
 }
 
+#[inline(never)]
 fn set_range(first: usize, end: usize, entry: usize) {
     for chunk in first..end {
         let leaf = ROOT[chunk >> LEAF_BITS].load(Ordering::Acquire);

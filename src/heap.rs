@@ -1211,6 +1211,7 @@ unsafe fn avail_insert(heap: *mut Heap, pool: *mut Pool) {
 }
 
 /// Takes `pool` off its class list, moving the head bias if it was the head.
+#[inline(never)]
 unsafe fn avail_remove(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: the caller owns heap and pool, and pool is on its class list.
     unsafe {
@@ -1588,8 +1589,15 @@ pub fn count(which: usize) {
             }
         }
     } else if which < call::COUNT {
-        ORPHAN.lock().counts.bump_and_roll(which);
+        count_orphan(which);
     }
+}
+
+/// `count` for a thread without a live heap (before its first allocation, or after exit).
+#[cold]
+#[inline(never)]
+fn count_orphan(which: usize) {
+    ORPHAN.lock().counts.bump_and_roll(which);
 }
 
 /// Hint to `heap`'s owner that a pool of theirs received a remote free.

@@ -94,7 +94,7 @@
 // Code that only threads or aligned allocations run (thread exit, frees from another thread,
 // abandoned pools, `alloc::aligned`) is `.text_warm`, a segment of one page: a
 // single-threaded program that never asks for an alignment keeps it out of its resident set
-// (and the code it does run fits nine pages instead of ten), while any other program maps
+// (and the code it does run fits eight pages instead of nine), while any other program maps
 // that one page instead, so it pays nothing more.
 //
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of

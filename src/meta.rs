@@ -67,6 +67,7 @@ static REGION: Lock<Region> = Lock::new(Region::new());
 
 /// A never used, zero-filled record of `bytes` from the shared region; null when the OS
 /// refuses memory. Callers may hold their own locks: this one is always taken last.
+#[inline(never)]
 pub fn take(bytes: usize) -> *mut u8 {
     REGION.lock().take(bytes)
 }

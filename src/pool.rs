@@ -697,6 +697,7 @@ impl Pool {
     ///
     /// # Safety
     /// Only the owner thread (or a holder of the abandoned-list lock) may call this.
+    #[inline(never)]
     pub unsafe fn check_discarded_set(&self) {
         if !self.has_discarded() {
             return;
@@ -738,6 +739,7 @@ impl Pool {
     ///
     /// # Safety
     /// Only the pool's owner (or a holder of the lock its list needs) may call this.
+    #[inline(never)]
     pub unsafe fn forget_blocks(&mut self) {
         // SAFETY: per the contract.
         unsafe { self.check_discarded_set() };

@@ -35,8 +35,19 @@ impl<T> Lock<T> {
         self.0.try_lock()
     }
 
+    /// One compare-and-swap inline; the wait loop out of line, so that the dozen slow paths
+    /// that take a lock do not each carry a copy of it.
     #[inline]
     pub fn lock(&self) -> LockGuard<'_, T> {
+        match self.0.try_lock_weak() {
+            Some(guard) => guard,
+            None => self.lock_contended(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> LockGuard<'_, T> {
         self.0.lock()
     }
 
