@@ -48,9 +48,13 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     unsafe { alloc::reallocarray(p as *mut u8, n, size, "reallocarray") as *mut c_void }
 }
 
+// The aligned entry points are warm code with `alloc::aligned` (see lib.rs): a program that
+// never asks for an alignment keeps their page out of its resident set.
+
 /// # Safety
 /// `out` must be writable when the call succeeds.
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     // POSIX: a power of two multiple of sizeof(void *); *out untouched and errno kept on error.
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
@@ -68,6 +72,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 }
 
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
         os::set_errno(libc::EINVAL);
@@ -77,6 +82,7 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 }
 
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     // glibc: alignments above half the address space are EINVAL; others round up to a power
     // of two.
@@ -88,11 +94,13 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 }
 
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
     alloc::aligned(PAGE_SIZE, size) as *mut c_void
 }
 
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     let Some(rounded) = size.checked_add(PAGE_SIZE - 1) else {
         os::set_errno(libc::ENOMEM);
@@ -151,20 +159,24 @@ pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_v
     unsafe { realloc(p, size) }
 }
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
     memalign(align, size)
 }
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
     valloc(size)
 }
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
     pvalloc(size)
 }
 /// # Safety
 /// As for `posix_memalign`.
 #[no_mangle]
+#[link_section = ".text_warm"]
 pub unsafe extern "C" fn __posix_memalign(
     out: *mut *mut c_void,
     align: usize,

@@ -99,6 +99,8 @@ pub fn register_exit(h: *mut Heap) {
     unsafe { libc::pthread_setspecific(EXIT_KEY, h as *const libc::c_void) };
 }
 
+// Warm code (see lib.rs): only a program whose threads exit runs it.
+#[link_section = ".text_warm"]
 extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     // SAFETY: the value is the heap this thread registered, and the thread is exiting.
     unsafe { crate::heap::thread_exit(value as *mut Heap) };
