@@ -95,7 +95,10 @@
 // abandoned pools, `alloc::aligned`) is `.text_warm`, a segment of one page: a
 // single-threaded program that never asks for an alignment keeps it out of its resident set
 // (and the code it does run fits eight pages instead of nine), while any other program maps
-// that one page instead, so it pays nothing more.
+// that one page instead, so it pays nothing more. For the same reason, helpers that several
+// slow paths call (the statistics gauges, the lock's wait loop, list and record upkeep) are
+// `#[inline(never)]`: every inlined copy is code each process keeps resident, and
+// scripts/c-tests.sh wants the code that always runs within eight pages.
 //
 // On x86-64 the library needs nothing from `std`: without it the shared object is a third of
 // the size and does not pull in libgcc_s (std's unwinder), which a process would otherwise

@@ -21,7 +21,7 @@ impl Gauge {
         }
     }
     /// Out of line: every caller is a slow path, and the peak's compare-and-swap loop inlined
-    /// at each of them made a tenth of the code every process keeps resident.
+    /// at each of them made nearly a tenth of the code every process keeps resident.
     #[inline(never)]
     pub fn add(&self, n: usize) {
         let v = self.now.fetch_add(n, Relaxed) + n;
