@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of poolmalloc on this machine: lints (clippy, rustfmt), the Rust unit tests
 # (including the check that include/poolmalloc.h is what cbindgen generates now), then the C,
-# statistics, CPython,
-# real-program and benchmark-smoke suites against the release library, each both through
-# LD_PRELOAD and (where it applies) linked directly. Installs what a fresh Debian lacks.
+# statistics, CPython, real-program and benchmark-smoke suites against the release library,
+# each both through LD_PRELOAD and (where it applies) linked directly, and the check of the
+# CPython comparison's report on synthetic results. Installs what a fresh Debian lacks.
 # The last line is "N passed, M failed" over the suites; the exit code is non-zero if any failed.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +55,7 @@ lib="$root/target/release/libpoolmalloc.so"
 suite c-tests scripts/c-tests.sh "$lib"
 suite stats scripts/stats-tests.sh "$lib"
 suite python scripts/python-tests.sh "$lib"
+suite report python3 c-tests/python/report_check.py
 suite real-programs scripts/real-programs.sh "$lib"
 suite bench-quick scripts/bench.sh --quick
 

@@ -10,6 +10,8 @@ pyperformance/pyperf JSON file of one benchmark run by one configuration.
 Time of a (benchmark, config): the mean of all timed values of all its rounds.
 Peak RSS of a (benchmark, config): per round the largest mem_max_rss among the benchmark's
 worker processes (pyperf records each worker's ru_maxrss), then the median over rounds.
+Each geometric mean against pymalloc comes with a 95% bootstrap interval over the rounds
+(`interval`), and the verdict on the targets says on which side of 1.00 it lies.
 
 usage: python pyperf_report.py --results DIR --configs a,b,... --mode TEXT
                                [--markdown BENCHMARKS.md] [--png FILE] [--summary FILE]
@@ -19,6 +21,7 @@ import glob
 import json
 import math
 import os
+import random
 import re
 import statistics
 import sys
@@ -74,12 +77,62 @@ def collect(results, configs):
             continue
         if not values:
             continue
-        e = data.setdefault(bench, {}).setdefault(config, {"values": [], "rss": [], "rounds": set()})
+        e = data.setdefault(bench, {}).setdefault(
+            config, {"values": [], "rss": [], "rounds": set(), "by_round": {}})
         e["values"].extend(values)
         if rss:
             e["rss"].append(max(rss))
         e["rounds"].add(rnd)
+        e["by_round"][rnd] = (statistics.mean(values), max(rss) if rss else None)
     return data
+
+
+def interval(data, benches, config, base="pymalloc", draws=2000, seed=1):
+    """95% bootstrap interval of the geometric means of config's time and peak-RSS ratios.
+
+    Rounds are resampled with replacement, per benchmark, and the two configurations' results
+    of a round stay together: interleaving makes them share the round's drift, and that pairing
+    is what lets a few rounds resolve a small difference. With few rounds the interval is
+    narrower than the truth (three rounds give a benchmark only ten distinct resamples): one
+    that straddles 1.00 means the runs cannot tell the two apart, one that does not is a strong
+    hint, not a proof. None with fewer than two rounds. The seed is fixed: the same results
+    give the same interval.
+    """
+    rng = random.Random(seed)
+    paired = []
+    for b in benches:
+        if config not in data[b]:
+            continue
+        rb, rc = data[b][base]["by_round"], data[b][config]["by_round"]
+        rounds = sorted(set(rb) & set(rc))
+        if rounds:
+            paired.append([(rc[r][0], rb[r][0], rc[r][1], rb[r][1]) for r in rounds])
+    if not paired or min(len(rows) for rows in paired) < 2:
+        return None
+    times, rsss = [], []
+    for _ in range(draws):
+        lt = lr = 0.0
+        nr = 0
+        for rows in paired:
+            pick = [rows[rng.randrange(len(rows))] for _ in rows]
+            lt += math.log(statistics.mean(p[0] for p in pick) / statistics.mean(p[1] for p in pick))
+            rc = [p[2] for p in pick if p[2] and p[3]]
+            rb = [p[3] for p in pick if p[2] and p[3]]
+            if rc:
+                lr += math.log(statistics.median(rc) / statistics.median(rb))
+                nr += 1
+        times.append(math.exp(lt / len(paired)))
+        if nr == len(paired):
+            rsss.append(math.exp(lr / nr))
+
+    def cut(xs):
+        if not xs:
+            return None
+        xs.sort()
+        return (xs[int(0.025 * (len(xs) - 1))], xs[int(0.975 * (len(xs) - 1))])
+
+    return {"time": cut(times), "rss": cut(rsss),
+            "rounds": min(len(rows) for rows in paired)}
 
 
 def summarise(data, configs, base="pymalloc"):
@@ -116,7 +169,27 @@ def summarise(data, configs, base="pymalloc"):
                 "time_min": min(tr),
                 "time_max": max(tr),
             }
+            if c != base:
+                geo[c]["interval"] = interval(data, benches, c, base)
     return benches, rows, geo
+
+
+def bracket(g, key):
+    """" [lo-hi]" for a geomean's interval, or nothing without one."""
+    iv = (g.get("interval") or {}).get(key)
+    return " [%.3f-%.3f]" % tuple(iv) if iv else ""
+
+
+def resolution(g, key):
+    """Whether the runs tell the configuration from pymalloc: the interval's side of 1.00."""
+    iv = (g.get("interval") or {}).get(key)
+    if not iv:
+        return "no interval with one round"
+    if iv[1] < 1.0:
+        return "below pymalloc's beyond the runs' noise, 95%% interval %.3f-%.3f" % tuple(iv)
+    if iv[0] > 1.0:
+        return "above pymalloc's beyond the runs' noise, 95%% interval %.3f-%.3f" % tuple(iv)
+    return "not told apart from pymalloc's by these runs, 95%% interval %.3f-%.3f" % tuple(iv)
 
 
 def fmt_time(s):
@@ -135,20 +208,24 @@ def markdown(benches, rows, geo, configs, mode, meta):
         "peak RSS: the largest worker `mem_max_rss` per round, median over rounds. Geometric "
         "means over the benchmarks. Configurations run interleaved, benchmark by benchmark, "
         "round by round, with `--inherit-environ LD_PRELOAD,PYTHONMALLOC` so that the "
-        "benchmark workers really run the allocator."
+        "benchmark workers really run the allocator. In brackets, the 95%% interval of each "
+        "geometric mean: a bootstrap that resamples the rounds of each benchmark, keeping a "
+        "round's two configurations together (with three rounds it is narrower than the truth)."
         % (meta.get("python_version", "?"), meta.get("python", "?"), meta.get("pyperformance", "?"))
     )
     L.append("")
     L.append("**Mode of this run:** %s. Produced %s by `scripts/compare-python.sh %s`."
              % (mode, meta.get("date", "?"), meta.get("args", "")))
     L.append("")
-    L.append("| configuration | time vs pymalloc (geomean) | fastest / slowest benchmark | peak RSS vs pymalloc (geomean) | peak RSS minus pymalloc's (median) |")
+    L.append("| configuration | time vs pymalloc (geomean) [95% interval] | fastest / slowest benchmark | peak RSS vs pymalloc (geomean) [95% interval] | peak RSS minus pymalloc's (median) |")
     L.append("| --- | ---: | ---: | ---: | ---: |")
     for c in configs:
         if c not in geo:
             continue
         g = geo[c]
-        L.append("| %s | %.3f | %.2f / %.2f | %.3f | %+.1f MiB |" % (c, g["time"], g["time_min"], g["time_max"], g["rss"], g["rss_delta_mib"]))
+        L.append("| %s | %.3f%s | %.2f / %.2f | %.3f%s | %+.1f MiB |" % (
+            c, g["time"], bracket(g, "time"), g["time_min"], g["time_max"], g["rss"],
+            bracket(g, "rss"), g["rss_delta_mib"]))
     L.append("")
     L.append("Configurations:")
     L.append("")
@@ -183,8 +260,9 @@ def markdown(benches, rows, geo, configs, mode, meta):
         r_ok = g["rss"] <= 1.0
         L.append(
             "**Where poolmalloc stands (interposed PyObject_*/PyMem_*, default PYTHONMALLOC):** time geomean "
-            "%.3f (target <= 1.00: %s), peak RSS geomean %.3f (target <= 1.00: %s)."
-            % (g["time"], "met" if t_ok else "not met", g["rss"], "met" if r_ok else "not met")
+            "%.3f (target <= 1.00: %s; %s), peak RSS geomean %.3f (target <= 1.00: %s; %s)."
+            % (g["time"], "met" if t_ok else "not met", resolution(g, "time"),
+               g["rss"], "met" if r_ok else "not met", resolution(g, "rss"))
         )
         deltas = [(rows[b]["poolmalloc"]["rss"] - rows[b]["pymalloc"]["rss"]) / 2**20 for b in benches
                   if "poolmalloc" in rows[b] and rows[b]["poolmalloc"]["rss"] and rows[b]["pymalloc"]["rss"]]
