@@ -3,8 +3,9 @@
 # own allocator (pymalloc, the baseline) and under PYTHONMALLOC=malloc with glibc, jemalloc,
 # mimalloc and poolmalloc, and under poolmalloc with libpython's PyObject_*/PyMem_* calls interposed
 # (LD_PRELOAD, default PYTHONMALLOC). Reports, per configuration, the geometric mean over the
-# benchmarks of time and peak RSS against pymalloc, as a table in the "## CPython: pyperformance
-# against pymalloc" section of BENCHMARKS.md and as a PNG chart.
+# benchmarks of time and peak RSS against pymalloc, with its 95% interval over the rounds (so
+# the report says whether the runs tell a configuration from pymalloc), as a table in the
+# "## CPython: pyperformance against pymalloc" section of BENCHMARKS.md and as a PNG chart.
 #
 # usage: scripts/compare-python.sh [--quick] [--rounds N] [--benchmarks a,b,...]
 #                                  [--configs a,b,...] [--rigorous] [--lib LIB] [--work DIR]
