@@ -55,8 +55,13 @@ def _parts(metadata):
 _cm.collect_memory_metadata = _parts
 '''
 
-DEFAULT = ["float", "raytrace", "chaos", "deltablue", "go", "nbody", "nqueens", "json_loads",
-           "json_dumps", "pickle_pure_python", "unpickle_pure_python", "gc_collect"]
+
+
+def default_benchmarks():
+    """compare-python.sh's default benchmarks (`DEFAULT_BENCHMARKS` there: one list for both)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare-python.sh")
+    m = re.search(r'^DEFAULT_BENCHMARKS="([^"]+)"', open(script).read(), re.M)
+    return m.group(1).split(",")
 
 
 def locate(benchdir, bench):
@@ -82,8 +87,9 @@ def main():
     ap.add_argument("--lib", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                   "target", "release", "libpoolmalloc.so"))
     ap.add_argument("--work", default="/tmp/poolmalloc-pyperf")
-    ap.add_argument("benchmarks", nargs="*", default=DEFAULT)
+    ap.add_argument("benchmarks", nargs="*")
     a = ap.parse_args()
+    a.benchmarks = a.benchmarks or default_benchmarks()
     pythons = glob.glob(os.path.join(a.work, "venv", "*", "bin", "python"))
     benchdirs = glob.glob(os.path.join(a.work, "venv-tool", "lib", "python3*", "site-packages",
                                        "pyperformance", "data-files", "benchmarks"))
