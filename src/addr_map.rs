@@ -153,6 +153,21 @@ pub fn for_each_entry(mut f: impl FnMut(usize)) {
     }
 }
 
+/// Resident bytes of the leaves (only the pages of entries in use are ever touched); for the
+/// statistics.
+#[link_section = ".text_rarely_run"]
+pub fn resident_bytes() -> usize {
+    let mut total = 0;
+    for slot in &ROOT {
+        let leaf = slot.load(Ordering::Acquire);
+        if !leaf.is_null() {
+            total += crate::os::resident_pages(leaf as *mut u8, core::mem::size_of::<Leaf>())
+                * crate::os::PAGE_SIZE;
+        }
+    }
+    total
+}
+
 /// Fork support: the map lock must not be held by a thread that does not exist in the child.
 pub fn lock_for_fork() {
     WRITE_LOCK.hold_for_fork();

@@ -87,7 +87,7 @@ const fn header_bytes(kind: usize) -> usize {
         + (ARENA_SIZE >> POOL_SHIFT[kind]) * core::mem::size_of::<Pool>()
 }
 
-const _: () = assert!(header_bytes(0) <= crate::meta::REGION_BYTES);
+const _: () = assert!(header_bytes(0) <= crate::meta::MAX_RECORD);
 const _: () = assert!(core::mem::align_of::<Arena>() <= crate::meta::RECORD_ALIGN);
 
 /// The descriptor of pool `i` of `arena`.

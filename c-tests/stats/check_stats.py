@@ -97,7 +97,8 @@ SCHEMA = {
     "large": ["live", "bytes", "peak_bytes", "mremaps"],
     "calls": ["malloc", "calloc", "realloc", "free", "aligned", "pyobject", "pymem", "remote_free", "pyobject_forwarded"],
     "threads": ["seen", "pools_abandoned", "pools_adopted", "pools_waiting"],
-    "memory": ["peak_in_use", "mapped", "peak_mapped", "metadata", "dirty", "returned", "rss", "peak_rss"],
+    "memory": ["peak_in_use", "mapped", "peak_mapped", "metadata", "metadata_resident", "dirty", "returned", "rss",
+               "peak_rss"],
 }
 
 
@@ -296,7 +297,8 @@ def check_text(tag, r, counts, base, arena_size, json_calls):
     report(not diff, f"{tag}: calls section equals the JSON run's calls", f"text vs json: {diff}")
     need = ["# large blocks live", "# bytes in large blocks", "# peak bytes in large blocks",
             "# large blocks resized with mremap", "# threads seen", "# pools abandoned by exiting threads",
-            "# pools adopted by other threads", "# pools waiting for adoption", "# resident set size now",
+            "# pools adopted by other threads", "# pools waiting for adoption", "#   of which resident",
+            "# resident set size now",
             "# peak resident set size"]
     absent = [k for k in need if k not in values]
     report(not absent, f"{tag}: large, threads and memory lines present", f"absent {absent}")
@@ -409,6 +411,12 @@ def main():
         m = d["memory"]
         report(m["peak_rss"] >= m["rss"], f"{t}: json: memory.peak_rss >= memory.rss",
                f"peak_rss {m['peak_rss']} < rss {m['rss']}")
+        # The heap, the arena headers and the address map's entries in use are written, so
+        # some pages are resident; never more than is mapped for metadata, or than the process.
+        mr = m["metadata_resident"]
+        report(0 < mr <= min(m["metadata"], m["rss"]) and mr % PAGE == 0,
+               f"{t}: json: memory.metadata_resident is whole pages, > 0, <= memory.metadata and memory.rss",
+               f"metadata_resident {mr}, metadata {m['metadata']}, rss {m['rss']}")
         bad = balance_problems(base)
         report(not bad, f"{t}: json: balance holds for the skeleton too", "; ".join(bad))
 
