@@ -13,6 +13,12 @@ medians of poolmalloc minus pymalloc, in KiB:
   anon       RssAnon: the heap, poolmalloc's pools and metadata, the library's written pages;
   lib        the preloaded library's own pages (file-backed and written: the written ones are
              counted in anon too);
+  meta       poolmalloc's metadata (pool descriptors, arena and large-block headers, heaps, the
+             address map): its resident bytes from the library's statistics, part of anon;
+  blocks     anon less meta and the library's written pages: the memory the program's blocks
+             take (poolmalloc's pools and large blocks against pymalloc's arenas and glibc's
+             heap), with the anonymous memory both share (stacks); lib + meta + blocks +
+             other-file = VmRSS;
   other-file every other file-backed page (other libraries: differs only by noise).
 
 usage: scripts/python-rss-parts.py [--reps N] [--lib LIB] [--work DIR] [BENCHMARK ...]
@@ -48,9 +54,20 @@ def _parts(metadata):
             lib += int(head[1])
         elif name == preload and line.startswith("Anonymous:"):
             lib_written += int(head[1])
-    sys.stderr.write("PARTS ru_maxrss=%d VmHWM=%d VmRSS=%d anon=%d lib=%d other-file=%d\n" % (
+    line = "PARTS ru_maxrss=%d VmHWM=%d VmRSS=%d anon=%d lib=%d other-file=%d" % (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, kib("VmHWM"), kib("VmRSS"),
-        kib("RssAnon"), lib, kib("RssFile") + kib("RssShmem") - (lib - lib_written)))
+        kib("RssAnon"), lib, kib("RssFile") + kib("RssShmem") - (lib - lib_written))
+    # The metadata figure comes after the kernel's: the query itself maps nothing of ours.
+    import ctypes, json
+    meta = 0
+    stats_json = getattr(ctypes.CDLL(None), "poolmalloc_stats_json", None)
+    if stats_json is not None:
+        stats_json.restype = ctypes.c_size_t
+        stats_json.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        buf = ctypes.create_string_buffer(stats_json(None, 0) + 4096)
+        stats_json(buf, len(buf))
+        meta = json.loads(buf.value)["memory"]["metadata_resident"] // 1024
+    sys.stderr.write("%s meta=%d blocks=%d\n" % (line, meta, kib("RssAnon") - meta - lib_written))
     return _orig(metadata)
 _cm.collect_memory_metadata = _parts
 '''
@@ -97,7 +114,7 @@ def main():
         sys.exit("python-rss-parts: no pyperformance set-up under %s (run scripts/compare-python.sh "
                  "--quick first)" % a.work)
     lib = os.path.abspath(a.lib)
-    keys = ["ru_maxrss", "VmHWM", "VmRSS", "anon", "lib", "other-file"]
+    keys = ["ru_maxrss", "VmHWM", "VmRSS", "anon", "lib", "meta", "blocks", "other-file"]
     print("%-22s %s   (KiB, poolmalloc minus pymalloc, medians of %d)" % (
         "benchmark", " ".join("%10s" % k for k in keys), a.reps))
     with tempfile.TemporaryDirectory() as hookdir:
