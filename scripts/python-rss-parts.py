@@ -57,7 +57,7 @@ def _parts(metadata):
     line = "PARTS ru_maxrss=%d VmHWM=%d VmRSS=%d anon=%d lib=%d other-file=%d" % (
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, kib("VmHWM"), kib("VmRSS"),
         kib("RssAnon"), lib, kib("RssFile") + kib("RssShmem") - (lib - lib_written))
-    # The metadata figure comes after the kernel's: the query itself maps nothing of ours.
+    # Asked for after the kernel's figures are read: ctypes and the JSON allocate.
     import ctypes, json
     meta = 0
     stats_json = getattr(ctypes.CDLL(None), "poolmalloc_stats_json", None)
