@@ -114,6 +114,11 @@ def main():
         sys.exit("python-rss-parts: no pyperformance set-up under %s (run scripts/compare-python.sh "
                  "--quick first)" % a.work)
     lib = os.path.abspath(a.lib)
+    set_options = sorted(k for k in os.environ if k.startswith("POOLMALLOC_"))
+    if set_options:
+        # Parsing a set option runs rarely run code, which maps that segment's pages.
+        print("note: %s set: the library's column includes its rarely run code (28 KiB or so), "
+              "which parsing set options maps" % ", ".join(set_options))
     keys = ["ru_maxrss", "VmHWM", "VmRSS", "anon", "lib", "meta", "blocks", "other-file"]
     print("%-22s %s   (KiB, poolmalloc minus pymalloc, medians of %d)" % (
         "benchmark", " ".join("%10s" % k for k in keys), a.reps))
